@@ -1,0 +1,141 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! KUnit suites for the shared ai-kernel-rs Rust support (`kernel::aikrs`).
+//!
+//! `aikrs_support` checks that the support works: a failed expectation marks a test failed
+//! (and a passing one does not), counters count, and an IOVA domain can be driven through
+//! the bindings and C helper that only the overlay adds. `aikrs_support_negative` fails
+//! on purpose when the kernel command line holds `aikrs.kunit_negative_control`, so the
+//! test command can prove that a failing Rust case fails the run.
+
+use kernel::aikrs::{compat, kunit::ScratchTest, kunit::Test};
+use kernel::prelude::*;
+use kernel::{aikrs_expect, aikrs_expect_eq, aikrs_kunit_suite};
+
+module! {
+    type: AikrsSupportTest,
+    name: "aikrs_support_test",
+    description: "KUnit tests for the ai-kernel-rs Rust support",
+    license: "GPL",
+}
+
+struct AikrsSupportTest;
+
+impl kernel::Module for AikrsSupportTest {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        Ok(Self)
+    }
+}
+
+/// A failed expectation must mark its test failed; a passing one must not.
+fn expectation_marks_failure(t: &Test) -> Result {
+    let good = ScratchTest::new(c"aikrs_scratch_pass")?;
+    aikrs_expect!(good.test(), 2 + 2 == 4);
+    aikrs_expect_eq!(good.test(), 3u32, 3u32);
+    aikrs_expect!(t, !good.test().failed(), "passing expectations marked the test failed");
+
+    pr_info!("    # the next EXPECTATION FAILED line is deliberate (aikrs_scratch_fail)\n");
+    let bad = ScratchTest::new(c"aikrs_scratch_fail")?;
+    let r = aikrs_expect_eq!(bad.test(), 1u32, 2u32);
+    aikrs_expect!(t, !r, "aikrs_expect_eq! evaluated to true for 1 == 2");
+    aikrs_expect!(t, bad.test().failed(), "a failed expectation did not mark the test failed");
+    aikrs_expect!(t, !t.failed());
+    Ok(())
+}
+
+/// `aikrs_expect_eq!` evaluates each operand exactly once.
+fn expect_eq_evaluates_once(t: &Test) -> Result {
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    aikrs_expect_eq!(t, next(), 1);
+    aikrs_expect_eq!(t, n, 1);
+    Ok(())
+}
+
+/// A case that returns `Err` is reported failed.
+fn error_return_fails(t: &Test) -> Result {
+    let s = ScratchTest::new(c"aikrs_scratch_err")?;
+    fn failing(_t: &Test) -> Result {
+        Err(EINVAL)
+    }
+    pr_info!("    # the next EXPECTATION FAILED line is deliberate (aikrs_scratch_err)\n");
+    kernel::aikrs::kunit::run_case(s.test(), failing, "failing");
+    aikrs_expect!(t, s.test().failed(), "an Err from a case did not mark the test failed");
+    Ok(())
+}
+
+/// An IOVA domain through the overlay's bindings (`<linux/iova.h>`) and C helper
+/// (`rust_helper_iova_size`): allocations are size-aligned, top-down, disjoint, freed.
+fn iova_via_overlay_bindings(t: &Test) -> Result {
+    use kernel::aikrs::iova::IovaDomain;
+    let d = IovaDomain::new(4096, 1)?;
+    let limit = (1usize << 20) - 1;
+    let a = d.alloc(16, limit, true)?;
+    let b = d.alloc(512, limit, true)?;
+    aikrs_expect_eq!(t, a.size(), 16);
+    aikrs_expect_eq!(t, b.size(), 512);
+    aikrs_expect_eq!(t, a.pfn_lo() % 16, 0);
+    aikrs_expect_eq!(t, b.pfn_lo() % 512, 0);
+    aikrs_expect!(t, a.pfn_lo() + a.size() - 1 <= limit);
+    // Top-down: the first allocation sits right under the limit.
+    aikrs_expect_eq!(t, a.pfn_lo(), limit + 1 - 16);
+    aikrs_expect!(t, a.pfn_lo() + 16 <= b.pfn_lo() || b.pfn_lo() + 512 <= a.pfn_lo());
+    aikrs_expect!(t, d.contains(a.pfn_lo() + 3));
+    let lo = a.pfn_lo();
+    d.free(a);
+    aikrs_expect!(t, !d.contains(lo), "freed range still found");
+    aikrs_expect!(t, d.contains(b.pfn_lo()));
+    // Too large for the space under the limit.
+    aikrs_expect!(t, d.alloc(1 << 21, limit, true).is_err());
+    aikrs_expect!(t, IovaDomain::new(3000, 1).is_err(), "granule must be a power of two");
+    d.free(b);
+    Ok(())
+}
+
+/// Counters count, and their debugfs directory comes and goes.
+fn debugfs_counters(t: &Test) -> Result {
+    let c = kernel::aikrs::debugfs::Counters::new(c"aikrs_support_test", None, [c"a", c"b"])?;
+    c.add(0, 5);
+    c.add(1, 1);
+    c.add(0, 2);
+    aikrs_expect_eq!(t, c.get(0), 7);
+    aikrs_expect_eq!(t, c.get(1), 1);
+    Ok(())
+}
+
+/// The compat layer knows which kernel it was built for, and parses the command line.
+fn compat_layer(t: &Test) -> Result {
+    let v7 = kernel::bindings::LINUX_VERSION_CODE >= (7 << 16);
+    aikrs_expect_eq!(t, compat::LINUX_GE_7, v7);
+    aikrs_expect!(t, compat::cmdline_has("console"), "console= not found on the command line");
+    aikrs_expect!(t, !compat::cmdline_has("consol"));
+    aikrs_expect!(t, !compat::cmdline_has("aikrs.no_such_parameter"));
+    Ok(())
+}
+
+aikrs_kunit_suite!(
+    aikrs_support,
+    [
+        expectation_marks_failure,
+        expect_eq_evaluates_once,
+        error_return_fails,
+        iova_via_overlay_bindings,
+        debugfs_counters,
+        compat_layer
+    ]
+);
+
+/// Fails on purpose with `aikrs.kunit_negative_control` on the command line.
+fn deliberate_failure(t: &Test) -> Result {
+    if !compat::cmdline_has("aikrs.kunit_negative_control") {
+        t.skip(c"negative control: needs aikrs.kunit_negative_control on the command line");
+        return Ok(());
+    }
+    aikrs_expect_eq!(t, 1 + 1, 3);
+    Ok(())
+}
+
+aikrs_kunit_suite!(aikrs_support_negative, [deliberate_failure]);

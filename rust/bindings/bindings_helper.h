@@ -1,0 +1,13 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Extra C headers for bindgen. The overlay includes this file from the
+ * kernel's rust/bindings/bindings_helper.h, so the declarations below become
+ * part of `kernel::bindings` (and thus reachable from `kernel::aikrs`).
+ *
+ * Keep sorted; add a header only together with the safe wrapper that uses it.
+ */
+
+#include <kunit/test.h>
+#include <linux/debugfs.h>
+#include <linux/iova.h>
+#include <linux/version.h>

@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Small differences between the 6.12 and 7.x `kernel` crates, in one place.
+//!
+//! Leaf modules use these names instead of testing kernel versions themselves.
+
+use crate::bindings;
+
+/// The major.minor version of the kernel this crate was built for, from Kconfig.
+pub const LINUX_GE_7: bool = cfg!(CONFIG_AIKRS_LINUX_GE_7);
+
+/// The C `char` type as `bindings` spells it (the kernel builds with `-funsigned-char`).
+pub type CChar = u8;
+
+/// Converts a `core::ffi::CStr` (e.g. a `c"..."` literal) into the pointer type the
+/// bindings take.
+///
+/// Both kernels accept `c"..."` literals, but 6.12's `kernel::str::CStr` is a distinct
+/// type while 7.x re-exports `core::ffi::CStr`; taking the core type works on both.
+#[inline]
+pub fn c_str_ptr(s: &core::ffi::CStr) -> *const CChar {
+    s.as_ptr().cast()
+}
+
+/// Returns whether the kernel command line contains `word` as a whole parameter name
+/// (`word` or `word=...`).
+///
+/// Built-in test code uses this for switches that must not need a rebuild.
+pub fn cmdline_has(word: &str) -> bool {
+    // SAFETY: `saved_command_line` is set up early in boot, before any initcall or
+    // KUnit test runs, and is never freed or written afterwards.
+    let p = unsafe { bindings::saved_command_line };
+    if p.is_null() {
+        return false;
+    }
+    // SAFETY: `p` is a valid NUL-terminated string that lives forever (see above).
+    let line = unsafe { core::ffi::CStr::from_ptr(p.cast()) }.to_bytes();
+    line.split(|&b| b == b' ')
+        .any(|param| param == word.as_bytes() || param.strip_prefix(word.as_bytes()).is_some_and(|r| r.first() == Some(&b'=')))
+}

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Guest runner: boot the built test kernel of VER in QEMU (TCG) with an initramfs
+# holding busybox and the static programs of tools/testing/aikrs/, collect their
+# KTAP output from the serial console, and power off.
+#
+# Usage: scripts/guest.sh VER [options]
+#   --mode test|demo     run /tests (default) or the demos
+#   --smp N              vCPUs (default 4)
+#   --timeout S          kill QEMU after S seconds: a hang is a failure (default 900)
+#   --append "ARGS"      extra kernel command line
+#   --expect-fail        negative control: succeed only if the run fails
+#
+# Exit status: 0 only if the guest reached its end, printed no kernel oops, BUG,
+# WARNING or panic, and every test passed. Prints "guest VER: N passed, N failed,
+# N skipped".
+
+. "$(dirname "$0")/lib.sh"
+
+ver=${1:?usage: scripts/guest.sh VER [--mode test|demo] [--smp N] [--timeout S] [--append ARGS]}
+shift
+mode=test smp=4 timeout=900 append="" expect_fail=0
+while [ $# -gt 0 ]; do
+	case $1 in
+	--mode) mode=$2; shift ;;
+	--smp) smp=$2; shift ;;
+	--timeout) timeout=$2; shift ;;
+	--append) append=$2; shift ;;
+	--expect-fail) expect_fail=1 ;;
+	*) die "unknown option $1" ;;
+	esac
+	shift
+done
+
+work=$AIK_BUILD/linux-$ver
+obj=$work/obj
+kimg=$obj/arch/x86/boot/bzImage
+[ -f "$kimg" ] || die "no kernel at $kimg (build it first: scripts/kbuild.sh $ver)"
+kver=$(cat "$obj/include/config/kernel.release")
+
+# Userspace programs are built against the kernel's own UAPI headers.
+hdr=$work/headers
+if [ ! -f "$hdr/.stamp" ] || [ "$obj/.config" -nt "$hdr/.stamp" ]; then
+	aik_kmake_env
+	make -s -C "$work/src" O="$obj" "${AIK_KMAKE_ARGS[@]}" INSTALL_HDR_PATH="$hdr" headers_install >&2
+	touch "$hdr/.stamp"
+fi
+
+root=$work/initramfs
+rm -rf "$root"
+mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,tests,demo}
+busybox=$(command -v busybox || true)
+[ -n "$busybox" ] && file -L "$busybox" | grep -q 'statically linked' ||
+	busybox=/bin/busybox
+[ -x "$busybox" ] || die "busybox (static) not found: install busybox-static (make setup)"
+cp "$busybox" "$root/bin/busybox"
+for a in sh mount umount cat echo sed grep sleep ls poweroff uname head tail wc tr cut dmesg find; do
+	ln -s busybox "$root/bin/$a"
+done
+cp "$AIK_ROOT/tools/testing/aikrs/initramfs/init" "$root/init"
+
+# Test programs: every tools/testing/**/ *_test.c becomes /tests/NAME (static).
+# Demos: every tools/testing/**/demo_*.sh or demo_*.c becomes /demo/NAME.
+# Build flags: the kernel's UAPI headers first, and the source tree for the
+# headers selftests include (e.g. lib/test_hmm_uapi.h).
+cflags=(-static -O2 -Wall -isystem "$hdr/include" -I"$work/src" -pthread)
+while IFS= read -r c; do
+	name=$(basename "$c" .c)
+	dst=$root/tests/$name
+	case $name in demo_*) dst=$root/demo/$name ;; esac
+	gcc "${cflags[@]}" -I"$(dirname "$c")" -o "$dst" "$c" || die "building $c failed"
+done < <(find "$AIK_ROOT/tools/testing" "$AIK_ROOT/drivers" "$AIK_ROOT/mm" -name '*_test.c' -o -name 'demo_*.c' |
+	grep -v '/build/' | sort)
+while IFS= read -r s; do
+	install -m 0755 "$s" "$root/demo/$(basename "$s" .sh)"
+done < <(find "$AIK_ROOT/tools/testing" -name 'demo_*.sh' | sort)
+
+initrd=$work/initramfs.cpio.gz
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$initrd"
+
+log=$work/guest-$mode.log
+cmdline="console=ttyS0 panic=-1 oops=panic kunit.enable=0 aikrs.mode=$mode"
+cmdline+=" aikrs.expect_version=$ver aikrs.expect_cpus=$smp $append"
+step "booting Linux $kver in QEMU (TCG, $smp vCPUs, mode=$mode, timeout ${timeout}s; log: $log)"
+set +e
+timeout --foreground -k 10 "$timeout" qemu-system-x86_64 -nodefaults -nographic -no-reboot \
+	-accel tcg -cpu max -smp "$smp" -m 2048 -bios qboot.rom \
+	-serial stdio -kernel "$kimg" -initrd "$initrd" -append "$cmdline" </dev/null >"$log" 2>&1
+qrc=$?
+set -e
+tr -d '\r' <"$log" >"$log.txt" && mv "$log.txt" "$log"
+
+problems=()
+[ $qrc = 124 ] || [ $qrc = 137 ] && problems+=("guest hung: killed after ${timeout}s")
+[ $qrc != 0 ] && [ $qrc != 124 ] && [ $qrc != 137 ] && problems+=("QEMU exited with status $qrc")
+grep -q '^AIKRS-GUEST: done' "$log" || problems+=("guest did not reach its end")
+grep -qE 'Kernel panic|BUG:|Oops|WARNING:|Call Trace:|UBSAN:|KASAN:|kmemleak' "$log" &&
+	problems+=("kernel reported: $(grep -m1 -E 'Kernel panic|BUG:|Oops|WARNING:|Call Trace:|UBSAN:|KASAN:|kmemleak' "$log")")
+
+if [ "$mode" = demo ]; then
+	sed -n '/^AIKRS-GUEST: begin/,/^AIKRS-GUEST: done/p' "$log"
+	pass=0 fail=0 skip=0
+	[ ${#problems[@]} = 0 ] && pass=1 || fail=1
+else
+	# Count the leaf results of the KTAP tree (each test program's own cases).
+	sed -n '/^KTAP version 1$/,/^AIKRS-GUEST: done/p' "$log" | grep -E '^\s*(not )?ok ' >"$work/guest-results.txt" || true
+	# Leaf cases are indented once; a program that failed (exit status, crash)
+	# without reporting a failing case of its own counts as one failure.
+	read -r pass fail skip < <(awk '
+		/^    ok [0-9]+ .*# SKIP/ { skip++; next }
+		/^    ok [0-9]+ / { pass++; next }
+		/^    not ok [0-9]+ / { fail++; leaf_fail++; next }
+		/^not ok [0-9]+ / { if (!leaf_fail) fail++; leaf_fail = 0; next }
+		/^ok [0-9]+ / { leaf_fail = 0; next }
+		END { printf "%d %d %d\n", pass, fail, skip }' "$work/guest-results.txt")
+	grep -E '^\s*not ok ' "$work/guest-results.txt" | sed 's/^/    /' >&2 || true
+fi
+
+for p in "${problems[@]}"; do note "guest $ver: $p"; done
+if [ $expect_fail = 1 ]; then
+	if [ ${#problems[@]} -gt 0 ] || [ "$fail" -gt 0 ]; then
+		echo "guest $ver negative control ($append): failure detected as expected"
+		exit 0
+	fi
+	echo "guest $ver negative control ($append): NOT detected"
+	exit 1
+fi
+[ ${#problems[@]} = 0 ] || fail=$((fail + 1))
+echo "guest $ver: $pass passed, $fail failed, $skip skipped"
+[ "$fail" = 0 ]

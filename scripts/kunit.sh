@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Run the KUnit suites of the built test kernel of VER under QEMU (TCG) with
+# kunit.py, and print "kunit VER: N passed, N failed, N skipped".
+#
+# Usage: scripts/kunit.sh VER [--filter GLOB] [--append ARGS] [--timeout S] [--expect-fail NAME]
+#   --expect-fail NAME   negative control: succeed only if kunit.py fails and
+#                        reports the failing case NAME.
+# Exit status is non-zero on any failed or crashed case, a parse error, or a hang.
+
+. "$(dirname "$0")/lib.sh"
+
+ver=${1:?usage: scripts/kunit.sh VER [--filter GLOB] [--append ARGS]}
+shift
+filter="" append=() timeout=1200 expect=""
+while [ $# -gt 0 ]; do
+	case $1 in
+	--filter) filter=$2; shift ;;
+	--append) append+=(--kernel_args "$2"); shift ;;
+	--timeout) timeout=$2; shift ;;
+	--expect-fail) expect=$2; shift ;;
+	*) die "unknown option $1" ;;
+	esac
+	shift
+done
+
+work=$AIK_BUILD/linux-$ver
+obj=$work/obj
+[ -f "$obj/arch/x86/boot/bzImage" ] || die "no kernel in $obj (build it first: scripts/kbuild.sh $ver)"
+log=$work/kunit${expect:+-negative}.log
+step "KUnit on Linux $ver${filter:+ ($filter)} (log: $log)"
+set +e
+(cd "$work/src" && timeout -k 10 $((timeout + 60)) python3 tools/testing/kunit/kunit.py exec \
+	--build_dir="$obj" --qemu_config="$AIK_ROOT/tools/testing/kunit/qemu_configs/x86_64_tcg.py" \
+	--timeout="$timeout" "${append[@]}" ${filter:+"$filter"}) >"$log" 2>&1
+rc=$?
+set -e
+
+summary=$(grep -a 'Testing complete' "$log" | tail -n1)
+count() { echo "$summary" | grep -oE "$1: [0-9]+" | grep -oE '[0-9]+' || echo 0; }
+pass=$(count passed) fail=$(count failed) crash=$(count crashed) skip=$(count skipped) err=$(count errors)
+fail=$((fail + crash + err))
+
+if [ -n "$expect" ]; then
+	if [ $rc != 0 ] && grep -aqE "\[FAILED\] .*$expect" "$log"; then
+		echo "kunit $ver negative control: the deliberately failing case $expect failed the run, as it must"
+		exit 0
+	fi
+	tail -n 30 "$log" >&2
+	echo "kunit $ver negative control: a failing case did NOT fail the run (kunit.py exit $rc)"
+	exit 1
+fi
+
+if [ -z "$summary" ]; then
+	tail -n 40 "$log" >&2
+	note "kunit.py printed no summary (exit $rc): crash, hang or parse error"
+	fail=$((fail + 1))
+elif [ $rc != 0 ] && [ $fail = 0 ]; then
+	tail -n 20 "$log" >&2
+	note "kunit.py exited with status $rc"
+	fail=1
+fi
+grep -aE '\[(FAILED|CRASHED)\]' "$log" | sed 's/^/    /' >&2 || true
+echo "kunit $ver: $pass passed, $fail failed, $skip skipped"
+[ $fail = 0 ]
