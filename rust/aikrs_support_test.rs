@@ -91,6 +91,7 @@ fn iova_via_overlay_bindings(t: &Test) -> Result {
     // Too large for the space under the limit.
     aikrs_expect!(t, d.alloc(1 << 21, limit, true).is_err());
     aikrs_expect!(t, IovaDomain::new(3000, 1).is_err(), "granule must be a power of two");
+    aikrs_expect!(t, IovaDomain::new(2 * kernel::page::PAGE_SIZE, 1).is_err(), "granule above PAGE_SIZE");
     d.free(b);
     Ok(())
 }

@@ -6,7 +6,7 @@
 # KTAP output from the serial console, and power off.
 #
 # Usage: scripts/guest.sh VER [options]
-#   --mode test|demo     run /tests (default) or the demos
+#   --mode test|demo|bench   run /tests (default), the demos or the benchmarks
 #   --smp N              vCPUs (default 4)
 #   --timeout S          kill QEMU after S seconds: a hang is a failure (default 900)
 #   --append "ARGS"      extra kernel command line
@@ -49,28 +49,29 @@ fi
 
 root=$work/initramfs
 rm -rf "$root"
-mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,tests,demo}
+mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,tests,demo,bench}
 busybox=$(command -v busybox || true)
 [ -n "$busybox" ] && file -L "$busybox" | grep -q 'statically linked' ||
 	busybox=/bin/busybox
 [ -x "$busybox" ] || die "busybox (static) not found: install busybox-static (make setup)"
 cp "$busybox" "$root/bin/busybox"
-for a in sh mount umount cat echo sed grep sleep ls poweroff uname head tail wc tr cut dmesg find; do
+for a in sh mount umount cat echo sed grep sleep ls reboot uname head tail wc tr cut dmesg find; do
 	ln -s busybox "$root/bin/$a"
 done
 cp "$AIK_ROOT/tools/testing/aikrs/initramfs/init" "$root/init"
 
 # Test programs: every tools/testing/**/ *_test.c becomes /tests/NAME (static).
-# Demos: every tools/testing/**/demo_*.sh or demo_*.c becomes /demo/NAME.
+# Demos: every demo_*.sh or demo_*.c becomes /demo/NAME; benchmarks: bench_*.c
+# becomes /bench/NAME.
 # Build flags: the kernel's UAPI headers first, and the source tree for the
 # headers selftests include (e.g. lib/test_hmm_uapi.h).
 cflags=(-static -O2 -Wall -isystem "$hdr/include" -I"$work/src" -pthread)
 while IFS= read -r c; do
 	name=$(basename "$c" .c)
 	dst=$root/tests/$name
-	case $name in demo_*) dst=$root/demo/$name ;; esac
+	case $name in demo_*) dst=$root/demo/$name ;; bench_*) dst=$root/bench/$name ;; esac
 	gcc "${cflags[@]}" -I"$(dirname "$c")" -o "$dst" "$c" || die "building $c failed"
-done < <(find "$AIK_ROOT/tools/testing" "$AIK_ROOT/drivers" "$AIK_ROOT/mm" -name '*_test.c' -o -name 'demo_*.c' |
+done < <(find "$AIK_ROOT/tools/testing" "$AIK_ROOT/drivers" "$AIK_ROOT/mm" -name '*_test.c' -o -name 'demo_*.c' -o -name 'bench_*.c' |
 	grep -v '/build/' | sort)
 while IFS= read -r s; do
 	install -m 0755 "$s" "$root/demo/$(basename "$s" .sh)"
@@ -98,7 +99,7 @@ grep -q '^AIKRS-GUEST: done' "$log" || problems+=("guest did not reach its end")
 grep -qE 'Kernel panic|BUG:|Oops|WARNING:|Call Trace:|UBSAN:|KASAN:|kmemleak' "$log" &&
 	problems+=("kernel reported: $(grep -m1 -E 'Kernel panic|BUG:|Oops|WARNING:|Call Trace:|UBSAN:|KASAN:|kmemleak' "$log")")
 
-if [ "$mode" = demo ]; then
+if [ "$mode" != test ]; then
 	sed -n '/^AIKRS-GUEST: begin/,/^AIKRS-GUEST: done/p' "$log"
 	pass=0 fail=0 skip=0
 	[ ${#problems[@]} = 0 ] && pass=1 || fail=1

@@ -14,7 +14,7 @@
 check_only=0
 [ "${1:-}" = "--check" ] && check_only=1
 
-DEB_PKGS=(rustc-web rust-web-src clang-22 lld-22 llvm-22 libclang-22-dev
+DEB_PKGS=(rustc-web rust-web-src rust-web-clippy rustfmt-web clang-22 lld-22 llvm-22 libclang-22-dev
 	flex bison bc libelf-dev libssl-dev cpio make gcc libc6-dev python3 rsync xz-utils
 	busybox-static dpkg-dev)
 BPO_PKGS=(qemu-system-x86)

@@ -6,7 +6,10 @@
 //! wrapper serves as the baseline the Rust IOVA allocator is measured against.
 
 use crate::{
-    alloc::{flags::GFP_KERNEL, KBox},
+    alloc::{
+        flags::{GFP_KERNEL, __GFP_ZERO},
+        KBox,
+    },
     bindings,
     error::{code::ENOMEM, to_result, Result},
     types::Opaque,
@@ -55,13 +58,16 @@ impl Iova<'_> {
 }
 
 impl IovaDomain {
-    /// Creates a domain with the given granule (bytes, a power of two) whose lowest
-    /// allocatable pfn is `start_pfn`.
+    /// Creates a domain with the given granule (bytes, a power of two no larger than
+    /// `PAGE_SIZE`) whose lowest allocatable pfn is `start_pfn`.
     pub fn new(granule: usize, start_pfn: usize) -> Result<Self> {
-        if !granule.is_power_of_two() {
+        // `init_iova_domain` BUG()s on anything else.
+        if !granule.is_power_of_two() || granule > crate::page::PAGE_SIZE {
             return Err(crate::error::code::EINVAL);
         }
-        let inner = KBox::new(Opaque::<bindings::iova_domain>::uninit(), GFP_KERNEL)?;
+        // Zeroed: `init_iova_domain` leaves `rcaches` alone, and `put_iova_domain` frees
+        // range caches when that pointer is not NULL.
+        let inner = KBox::new(Opaque::<bindings::iova_domain>::uninit(), GFP_KERNEL | __GFP_ZERO)?;
         // SAFETY: Always safe to call; balanced by `iova_cache_put` in `drop` (or below).
         to_result(unsafe { bindings::iova_cache_get() })?;
         // SAFETY: `inner` is writable memory for a domain that will not move (boxed).
