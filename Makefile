@@ -38,7 +38,8 @@ setup:
 
 run: setup
 	scripts/kbuild.sh $(RUN_VER) >/dev/null
-	scripts/guest.sh $(RUN_VER) --mode demo --smp 4
+	scripts/guest.sh $(RUN_VER) --mode demo --smp 4 \
+		--append "kunit.enable=1 kunit.filter_glob=aikrs_support"
 
 test:
 	scripts/test.sh
