@@ -32,13 +32,21 @@ fn expectation_marks_failure(t: &Test) -> Result {
     let good = ScratchTest::new(c"aikrs_scratch_pass")?;
     aikrs_expect!(good.test(), 2 + 2 == 4);
     aikrs_expect_eq!(good.test(), 3u32, 3u32);
-    aikrs_expect!(t, !good.test().failed(), "passing expectations marked the test failed");
+    aikrs_expect!(
+        t,
+        !good.test().failed(),
+        "passing expectations marked the test failed"
+    );
 
     pr_info!("    # the next EXPECTATION FAILED line is deliberate (aikrs_scratch_fail)\n");
     let bad = ScratchTest::new(c"aikrs_scratch_fail")?;
     let r = aikrs_expect_eq!(bad.test(), 1u32, 2u32);
     aikrs_expect!(t, !r, "aikrs_expect_eq! evaluated to true for 1 == 2");
-    aikrs_expect!(t, bad.test().failed(), "a failed expectation did not mark the test failed");
+    aikrs_expect!(
+        t,
+        bad.test().failed(),
+        "a failed expectation did not mark the test failed"
+    );
     aikrs_expect!(t, !t.failed());
     Ok(())
 }
@@ -63,7 +71,11 @@ fn error_return_fails(t: &Test) -> Result {
     }
     pr_info!("    # the next EXPECTATION FAILED line is deliberate (aikrs_scratch_err)\n");
     kernel::aikrs::kunit::run_case(s.test(), failing, "failing");
-    aikrs_expect!(t, s.test().failed(), "an Err from a case did not mark the test failed");
+    aikrs_expect!(
+        t,
+        s.test().failed(),
+        "an Err from a case did not mark the test failed"
+    );
     Ok(())
 }
 
@@ -82,7 +94,10 @@ fn iova_via_overlay_bindings(t: &Test) -> Result {
     aikrs_expect!(t, a.pfn_lo() + a.size() - 1 <= limit);
     // Top-down: the first allocation sits right under the limit.
     aikrs_expect_eq!(t, a.pfn_lo(), limit + 1 - 16);
-    aikrs_expect!(t, a.pfn_lo() + 16 <= b.pfn_lo() || b.pfn_lo() + 512 <= a.pfn_lo());
+    aikrs_expect!(
+        t,
+        a.pfn_lo() + 16 <= b.pfn_lo() || b.pfn_lo() + 512 <= a.pfn_lo()
+    );
     aikrs_expect!(t, d.contains(a.pfn_lo() + 3));
     let lo = a.pfn_lo();
     d.free(a);
@@ -90,8 +105,16 @@ fn iova_via_overlay_bindings(t: &Test) -> Result {
     aikrs_expect!(t, d.contains(b.pfn_lo()));
     // Too large for the space under the limit.
     aikrs_expect!(t, d.alloc(1 << 21, limit, true).is_err());
-    aikrs_expect!(t, IovaDomain::new(3000, 1).is_err(), "granule must be a power of two");
-    aikrs_expect!(t, IovaDomain::new(2 * kernel::page::PAGE_SIZE, 1).is_err(), "granule above PAGE_SIZE");
+    aikrs_expect!(
+        t,
+        IovaDomain::new(3000, 1).is_err(),
+        "granule must be a power of two"
+    );
+    aikrs_expect!(
+        t,
+        IovaDomain::new(2 * kernel::page::PAGE_SIZE, 1).is_err(),
+        "granule above PAGE_SIZE"
+    );
     d.free(b);
     Ok(())
 }
@@ -111,7 +134,11 @@ fn debugfs_counters(t: &Test) -> Result {
 fn compat_layer(t: &Test) -> Result {
     let v7 = kernel::bindings::LINUX_VERSION_CODE >= (7 << 16);
     aikrs_expect_eq!(t, compat::LINUX_GE_7, v7);
-    aikrs_expect!(t, compat::cmdline_has("console"), "console= not found on the command line");
+    aikrs_expect!(
+        t,
+        compat::cmdline_has("console"),
+        "console= not found on the command line"
+    );
     aikrs_expect!(t, !compat::cmdline_has("consol"));
     aikrs_expect!(t, !compat::cmdline_has("aikrs.no_such_parameter"));
     Ok(())

@@ -35,6 +35,10 @@ pub fn cmdline_has(word: &str) -> bool {
     }
     // SAFETY: `p` is a valid NUL-terminated string that lives forever (see above).
     let line = unsafe { core::ffi::CStr::from_ptr(p.cast()) }.to_bytes();
-    line.split(|&b| b == b' ')
-        .any(|param| param == word.as_bytes() || param.strip_prefix(word.as_bytes()).is_some_and(|r| r.first() == Some(&b'=')))
+    line.split(|&b| b == b' ').any(|param| {
+        param == word.as_bytes()
+            || param
+                .strip_prefix(word.as_bytes())
+                .is_some_and(|r| r.first() == Some(&b'='))
+    })
 }

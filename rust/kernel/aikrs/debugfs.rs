@@ -71,7 +71,12 @@ impl<const N: usize> Counters<N> {
             // is removed). `AtomicU64` has the layout of `u64`, and debugfs reads it with a
             // plain 64-bit load, which cannot tear on 64-bit architectures.
             unsafe {
-                bindings::debugfs_create_u64(n.as_ptr().cast(), 0o444, dir.dentry, values[i].as_ptr())
+                bindings::debugfs_create_u64(
+                    n.as_ptr().cast(),
+                    0o444,
+                    dir.dentry,
+                    values[i].as_ptr(),
+                )
             };
         }
         // INVARIANT: the files point into `values`; field order drops `dir` first.

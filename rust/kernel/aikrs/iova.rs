@@ -7,7 +7,7 @@
 
 use crate::{
     alloc::{
-        flags::{GFP_KERNEL, __GFP_ZERO},
+        flags::{__GFP_ZERO, GFP_KERNEL},
         KBox,
     },
     bindings,
@@ -67,7 +67,10 @@ impl IovaDomain {
         }
         // Zeroed: `init_iova_domain` leaves `rcaches` alone, and `put_iova_domain` frees
         // range caches when that pointer is not NULL.
-        let inner = KBox::new(Opaque::<bindings::iova_domain>::uninit(), GFP_KERNEL | __GFP_ZERO)?;
+        let inner = KBox::new(
+            Opaque::<bindings::iova_domain>::uninit(),
+            GFP_KERNEL | __GFP_ZERO,
+        )?;
         // SAFETY: Always safe to call; balanced by `iova_cache_put` in `drop` (or below).
         to_result(unsafe { bindings::iova_cache_get() })?;
         // SAFETY: `inner` is writable memory for a domain that will not move (boxed).
@@ -81,9 +84,14 @@ impl IovaDomain {
     pub fn alloc(&self, size: usize, limit_pfn: usize, size_aligned: bool) -> Result<Iova<'_>> {
         // SAFETY: By the type invariant the domain is initialised; `alloc_iova` validates
         // its arguments and returns NULL on failure.
-        let p = unsafe { bindings::alloc_iova(self.inner.get(), size as _, limit_pfn as _, size_aligned) };
+        let p = unsafe {
+            bindings::alloc_iova(self.inner.get(), size as _, limit_pfn as _, size_aligned)
+        };
         let ptr = NonNull::new(p).ok_or(ENOMEM)?;
-        Ok(Iova { ptr, _domain: core::marker::PhantomData })
+        Ok(Iova {
+            ptr,
+            _domain: core::marker::PhantomData,
+        })
     }
 
     /// Returns `iova` to the domain.

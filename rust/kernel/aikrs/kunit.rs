@@ -75,7 +75,13 @@ impl Test {
     ///
     /// `file` and `condition` must end in a NUL byte (the macros use `concat!(.., "\0")`).
     #[doc(hidden)]
-    pub fn fail(&self, file: &'static str, line: u32, condition: &'static str, args: fmt::Arguments<'_>) {
+    pub fn fail(
+        &self,
+        file: &'static str,
+        line: u32,
+        condition: &'static str,
+        args: fmt::Arguments<'_>,
+    ) {
         debug_assert!(file.ends_with('\0') && condition.ends_with('\0'));
         let loc = bindings::kunit_loc {
             file: file.as_ptr().cast(),
@@ -113,11 +119,14 @@ pub struct ScratchTest {
 impl ScratchTest {
     /// Creates a scratch test named `name`.
     pub fn new(name: &'static core::ffi::CStr) -> Result<Self> {
-        let inner = crate::alloc::KBox::new(Test(Opaque::uninit()), crate::alloc::flags::GFP_KERNEL)?;
+        let inner =
+            crate::alloc::KBox::new(Test(Opaque::uninit()), crate::alloc::flags::GFP_KERNEL)?;
         // SAFETY: `inner` is a valid, writable allocation for a `struct kunit` that does
         // not move (it is boxed) until `kunit_cleanup` in `drop`. `name` is static. A NULL
         // log is allowed.
-        unsafe { bindings::kunit_init_test(inner.as_raw(), name.as_ptr().cast(), core::ptr::null_mut()) };
+        unsafe {
+            bindings::kunit_init_test(inner.as_raw(), name.as_ptr().cast(), core::ptr::null_mut())
+        };
         // INVARIANT: `kunit_init_test` initialised the test; it lives until `drop`.
         Ok(Self { inner })
     }
@@ -150,7 +159,10 @@ pub fn run_case(test: &Test, case: fn(&Test) -> Result, name: &'static str) {
 
 /// Builds a `struct kunit_case` for `run_case` named `name` (NUL-terminated).
 #[doc(hidden)]
-pub const fn case(name: &'static str, run_case: unsafe extern "C" fn(*mut bindings::kunit)) -> bindings::kunit_case {
+pub const fn case(
+    name: &'static str,
+    run_case: unsafe extern "C" fn(*mut bindings::kunit),
+) -> bindings::kunit_case {
     // SAFETY: `kunit_case` is a C struct for which all-zeroes is valid (NULL pointers,
     // `None` callbacks, zero enums); the fields KUnit needs are set explicitly below.
     let zero: bindings::kunit_case = unsafe { core::mem::zeroed() };
