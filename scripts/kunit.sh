@@ -31,7 +31,7 @@ obj=$work/obj
 log=$work/kunit${expect:+-negative}.log
 step "KUnit on Linux $ver${filter:+ ($filter)} (log: $log)"
 set +e
-(cd "$work/src" && timeout -k 10 $((timeout + 60)) python3 tools/testing/kunit/kunit.py exec \
+(cd "$work/src" && PATH="$AIK_ROOT/tools/testing/kunit/bin:$PATH" timeout -k 10 $((timeout + 60)) python3 tools/testing/kunit/kunit.py exec \
 	--build_dir="$obj" --qemu_config="$AIK_ROOT/tools/testing/kunit/qemu_configs/x86_64_tcg.py" \
 	--timeout="$timeout" "${append[@]}" ${filter:+"$filter"}) >"$log" 2>&1
 rc=$?
