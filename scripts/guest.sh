@@ -104,17 +104,11 @@ if [ "$mode" != test ]; then
 	pass=0 fail=0 skip=0
 	[ ${#problems[@]} = 0 ] && pass=1 || fail=1
 else
-	# Count the leaf results of the KTAP tree (each test program's own cases).
-	sed -n '/^KTAP version 1$/,/^AIKRS-GUEST: done/p' "$log" | grep -E '^\s*(not )?ok ' >"$work/guest-results.txt" || true
-	# Leaf cases are indented once; a program that failed (exit status, crash)
-	# without reporting a failing case of its own counts as one failure.
-	read -r pass fail skip < <(awk '
-		/^    ok [0-9]+ .*# SKIP/ { skip++; next }
-		/^    ok [0-9]+ / { pass++; next }
-		/^    not ok [0-9]+ / { fail++; leaf_fail++; next }
-		/^not ok [0-9]+ / { if (!leaf_fail) fail++; leaf_fail = 0; next }
-		/^ok [0-9]+ / { leaf_fail = 0; next }
-		END { printf "%d %d %d\n", pass, fail, skip }' "$work/guest-results.txt")
+	# Count the leaf results of the KTAP tree with the host tool
+	# tools/testing/aikrs/ktap (rules in its src/lib.rs).
+	(cd "$AIK_ROOT" && cargo build -q --release -p aikrs-ktap) || die "building ktap-summary failed"
+	read -r pass _ fail _ skip _ < <("$AIK_ROOT/target/release/ktap-summary" "$log" || true)
+	grep -E '^\s*(not )?ok ' "$log" >"$work/guest-results.txt" || true
 	grep -E '^\s*not ok ' "$work/guest-results.txt" | sed 's/^/    /' >&2 || true
 fi
 
