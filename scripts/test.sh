@@ -71,7 +71,7 @@ for v in $vers; do
 	counted "$v" "$AIK_ROOT/scripts/guest.sh" "$v" --mode test --smp 4
 	single "$v" "$AIK_ROOT/scripts/guest.sh" "$v" --mode test --smp 2 --timeout 300 \
 		--append aikrs.guest_selftest=panic --expect-fail
-	single "$v" "$AIK_ROOT/scripts/guest.sh" "$v" --mode test --smp 2 --timeout 90 \
+	single "$v" "$AIK_ROOT/scripts/guest.sh" "$v" --mode test --smp 2 --timeout 60 \
 		--append aikrs.guest_selftest=hang --expect-fail
 done
 

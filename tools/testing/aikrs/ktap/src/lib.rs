@@ -51,7 +51,11 @@ fn parse(line: &str) -> Option<Line<'_>> {
 }
 
 fn is_skip(directive: &str) -> bool {
-    directive.len() >= 4 && directive[..4].eq_ignore_ascii_case("skip")
+    // Bytes, not `str` slicing: console garbage may put a multi-byte character there.
+    directive
+        .as_bytes()
+        .get(..4)
+        .is_some_and(|d| d.eq_ignore_ascii_case(b"skip"))
 }
 
 /// Counts the results in `log`.
@@ -158,5 +162,11 @@ mod tests {
     fn skip_directive_is_case_insensitive_and_not_a_prefix_match_on_names() {
         let log = "KTAP version 1\n1..1\n    ok 1 skipper\n    ok 2 a # skip later\nok 1 prog\n";
         assert_eq!(summarize(log), counts(1, 0, 1));
+    }
+
+    #[test]
+    fn non_ascii_directive_does_not_panic() {
+        let log = "KTAP version 1\n1..1\n    ok 1 a # \u{20ac}\u{20ac}\n    ok 2 b # \u{fffd}\u{fffd}ab\nok 1 prog\n";
+        assert_eq!(summarize(log), counts(2, 0, 0));
     }
 }

@@ -43,6 +43,7 @@ fn noise() -> impl Strategy<Value = Vec<String>> {
         prop_oneof![
             Just("[    1.234567] random: crng init done".to_string()),
             Just("AIKRS-GUEST: begin".to_string()),
+            Just("\u{fffd}\u{fffd} serial garbage # SKIP".to_string()),
             Just("    # a diagnostic".to_string()),
             Just(String::new()),
             Just("        ok 1 deeper level".to_string()),
@@ -76,13 +77,13 @@ fn expected(progs: &[Program]) -> Counts {
     c
 }
 
+/// Renders the runs, with a group of noise lines (cycling through `noise`) after every line.
 fn render(progs: &[Program], noise: &[Vec<String>], cr: bool) -> String {
     let mut lines = vec![
         "[    0.000000] Linux version 6.12".to_string(),
         "KTAP version 1".into(),
     ];
     lines.push(format!("1..{}", progs.len()));
-    let mut n = 0;
     for (i, p) in progs.iter().enumerate() {
         lines.push("    KTAP version 1".into());
         let planned = p.cases.len() as u32 + p.unreported;
@@ -90,8 +91,6 @@ fn render(progs: &[Program], noise: &[Vec<String>], cr: bool) -> String {
             lines.push(format!("    1..{planned}"));
         }
         for (j, k) in p.cases.iter().enumerate() {
-            lines.extend(noise[n % noise.len()].iter().cloned());
-            n += 1;
             lines.push(match k {
                 Case::Pass => format!("    ok {} case_{j}", j + 1),
                 Case::Fail => format!("    not ok {} case_{j} # boom", j + 1),
@@ -108,7 +107,14 @@ fn render(progs: &[Program], noise: &[Vec<String>], cr: bool) -> String {
     }
     lines.push("AIKRS-GUEST: done".into());
     let eol = if cr { "\r\n" } else { "\n" };
-    lines.join(eol) + eol
+    let mut out = String::new();
+    for (n, line) in lines.iter().enumerate() {
+        for l in core::iter::once(line).chain(&noise[n % noise.len()]) {
+            out.push_str(l);
+            out.push_str(eol);
+        }
+    }
+    out
 }
 
 proptest! {
