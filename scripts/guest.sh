@@ -38,6 +38,10 @@ obj=$work/obj
 kimg=$obj/arch/x86/boot/bzImage
 [ -f "$kimg" ] || die "no kernel at $kimg (build it first: scripts/kbuild.sh $ver)"
 kver=$(cat "$obj/include/config/kernel.release")
+# The guest checks it booted the kernel we built: for a named version that is VER,
+# for a user's tree (KDIR) the major.minor of its release.
+expect_ver=$ver
+[ "$ver" = kdir ] && expect_ver=$(echo "$kver" | cut -d. -f1-2)
 
 # Userspace programs are built against the kernel's own UAPI headers.
 hdr=$work/headers
@@ -82,7 +86,7 @@ initrd=$work/initramfs.cpio.gz
 
 log=$work/guest-$mode.log
 cmdline="console=ttyS0 panic=-1 oops=panic kunit.enable=0 aikrs.mode=$mode"
-cmdline+=" aikrs.expect_version=$ver aikrs.expect_cpus=$smp $append"
+cmdline+=" aikrs.expect_version=$expect_ver aikrs.expect_cpus=$smp $append"
 step "booting Linux $kver in QEMU (TCG, $smp vCPUs, mode=$mode, timeout ${timeout}s; log: $log)"
 set +e
 timeout --foreground -k 10 "$timeout" qemu-system-x86_64 -nodefaults -nographic -no-reboot \

@@ -11,7 +11,8 @@
 //! top-level `not ok` whose block had no failing leaf counts as one failure (the program
 //! crashed or exited non-zero without saying why); a top-level `ok` with no leaves counts
 //! as one pass. Cases announced by a nested plan (`    1..N`) but never reported count
-//! as failures. A log without `KTAP version 1` counts as one failure: nothing ran.
+//! as failures, and so do programs announced by the top-level plan but never reported
+//! (the guest died mid-run). A log without `KTAP version 1` counts as one failure.
 
 #![no_std]
 
@@ -62,6 +63,9 @@ fn is_skip(directive: &str) -> bool {
 pub fn summarize(log: &str) -> Counts {
     let mut c = Counts::default();
     let mut started = false;
+    // Top-level plan and results: programs announced but never reported (the guest
+    // died mid-run) are failures.
+    let (mut top_plan, mut top_results) = (0u32, 0u32);
     // Per top-level block: leaves seen, failing leaves seen, nested plan.
     let (mut leaves, mut leaf_failed, mut plan) = (0u32, 0u32, None::<u32>);
     for raw in log.lines() {
@@ -89,7 +93,10 @@ pub fn summarize(log: &str) -> Counts {
                 }
                 None => {}
             }
+        } else if let Some(Line::Plan(n)) = parse(line) {
+            top_plan = n;
         } else if let Some(Line::Result { ok, .. }) = parse(line) {
+            top_results += 1;
             let missing = plan.map_or(0, |p| p.saturating_sub(leaves));
             c.failed += missing;
             if !ok && leaf_failed == 0 && missing == 0 {
@@ -103,6 +110,7 @@ pub fn summarize(log: &str) -> Counts {
     if !started {
         c.failed = 1;
     }
+    c.failed += top_plan.saturating_sub(top_results);
     c
 }
 
@@ -162,6 +170,12 @@ mod tests {
     fn skip_directive_is_case_insensitive_and_not_a_prefix_match_on_names() {
         let log = "KTAP version 1\n1..1\n    ok 1 skipper\n    ok 2 a # skip later\nok 1 prog\n";
         assert_eq!(summarize(log), counts(1, 0, 1));
+    }
+
+    #[test]
+    fn truncated_run_fails_the_unreported_programs() {
+        let log = "KTAP version 1\n1..3\n    1..5\n    ok 1 a\n    ok 2 b\nKernel panic\n";
+        assert_eq!(summarize(log), counts(2, 3, 0));
     }
 
     #[test]
