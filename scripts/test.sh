@@ -21,10 +21,16 @@ add() { # add GROUP PASS FAIL SKIP
 counted() { # counted GROUP CMD...
 	local g=$1 out rc line
 	shift
+	# (Not "tee /dev/stderr": reopening a redirected stderr file truncates it.)
+	local tmp
+	tmp=$(mktemp)
 	set +e
-	out=$("$@" | tee /dev/stderr | tail -n1)
-	rc=${PIPESTATUS[0]}
+	"$@" >"$tmp"
+	rc=$?
 	set -e
+	cat "$tmp" >&2
+	out=$(tail -n1 "$tmp")
+	rm -f "$tmp"
 	line=$(echo "$out" | grep -oE '[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?' || true)
 	if [ -z "$line" ]; then
 		add "$g" 0 1 0
