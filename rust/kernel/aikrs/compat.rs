@@ -17,7 +17,11 @@ pub type CChar = u8;
 ///
 /// Both kernels accept `c"..."` literals, but 6.12's `kernel::str::CStr` is a distinct
 /// type while 7.x re-exports `core::ffi::CStr`; taking the core type works on both.
+///
+/// This is the one place that calls `core::ffi::CStr::as_ptr` (which 7.x's clippy
+/// configuration disallows because of `char` signedness): the cast to `CChar` is the point.
 #[inline]
+#[allow(clippy::disallowed_methods)]
 pub fn c_str_ptr(s: &core::ffi::CStr) -> *const CChar {
     s.as_ptr().cast()
 }
@@ -33,6 +37,8 @@ pub fn cmdline_has(word: &str) -> bool {
     if p.is_null() {
         return false;
     }
+    // As in `c_str_ptr`, the signedness cast is the point.
+    #[allow(clippy::disallowed_methods)]
     // SAFETY: `p` is a valid NUL-terminated string that lives forever (see above).
     let line = unsafe { core::ffi::CStr::from_ptr(p.cast()) }.to_bytes();
     line.split(|&b| b == b' ').any(|param| {

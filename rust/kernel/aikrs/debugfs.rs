@@ -35,7 +35,8 @@ impl Dir {
         let parent = parent.map_or(core::ptr::null_mut(), |p| p.dentry);
         // SAFETY: `name` is NUL-terminated; `parent` is NULL or a dentry from
         // `debugfs_create_dir` that `Dir` keeps alive.
-        let dentry = unsafe { bindings::debugfs_create_dir(name.as_ptr().cast(), parent) };
+        let dentry =
+            unsafe { bindings::debugfs_create_dir(crate::aikrs::compat::c_str_ptr(name), parent) };
         // INVARIANT: `dentry` is the return value of `debugfs_create_dir`.
         Self { dentry }
     }
@@ -72,7 +73,7 @@ impl<const N: usize> Counters<N> {
             // plain 64-bit load, which cannot tear on 64-bit architectures.
             unsafe {
                 bindings::debugfs_create_u64(
-                    n.as_ptr().cast(),
+                    crate::aikrs::compat::c_str_ptr(n),
                     0o444,
                     dir.dentry,
                     values[i].as_ptr(),

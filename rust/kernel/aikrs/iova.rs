@@ -47,13 +47,13 @@ impl Iova<'_> {
     pub fn pfn_lo(&self) -> usize {
         // SAFETY: `ptr` is a live `struct iova` of the domain that `'a` keeps alive;
         // `pfn_lo` is never written after allocation.
-        unsafe { (*self.ptr.as_ptr()).pfn_lo as usize }
+        unsafe { (*self.ptr.as_ptr()).pfn_lo }
     }
 
     /// The number of pfns in the range, through the C helper for the inline `iova_size()`.
     pub fn size(&self) -> usize {
         // SAFETY: As in `pfn_lo`; `iova_size` only reads the range bounds.
-        unsafe { bindings::iova_size(self.ptr.as_ptr()) as usize }
+        unsafe { bindings::iova_size(self.ptr.as_ptr()) }
     }
 }
 
@@ -74,7 +74,7 @@ impl IovaDomain {
         // SAFETY: Always safe to call; balanced by `iova_cache_put` in `drop` (or below).
         to_result(unsafe { bindings::iova_cache_get() })?;
         // SAFETY: `inner` is writable memory for a domain that will not move (boxed).
-        unsafe { bindings::init_iova_domain(inner.get(), granule as _, start_pfn as _) };
+        unsafe { bindings::init_iova_domain(inner.get(), granule, start_pfn) };
         // INVARIANT: initialised after a successful `iova_cache_get`.
         Ok(Self { inner })
     }
@@ -84,9 +84,7 @@ impl IovaDomain {
     pub fn alloc(&self, size: usize, limit_pfn: usize, size_aligned: bool) -> Result<Iova<'_>> {
         // SAFETY: By the type invariant the domain is initialised; `alloc_iova` validates
         // its arguments and returns NULL on failure.
-        let p = unsafe {
-            bindings::alloc_iova(self.inner.get(), size as _, limit_pfn as _, size_aligned)
-        };
+        let p = unsafe { bindings::alloc_iova(self.inner.get(), size, limit_pfn, size_aligned) };
         let ptr = NonNull::new(p).ok_or(ENOMEM)?;
         Ok(Iova {
             ptr,
@@ -99,7 +97,7 @@ impl IovaDomain {
         // SAFETY: `iova` was allocated from a domain borrowed for its lifetime; since
         // `Iova` is not `Clone`, it is freed at most once. Freeing it into another live
         // domain would corrupt both, hence the check against `find_iova` below.
-        let found = unsafe { bindings::find_iova(self.inner.get(), iova.pfn_lo() as _) };
+        let found = unsafe { bindings::find_iova(self.inner.get(), iova.pfn_lo()) };
         if found == iova.ptr.as_ptr() {
             // SAFETY: `iova` belongs to this domain (found above) and is freed once.
             unsafe { bindings::__free_iova(self.inner.get(), iova.ptr.as_ptr()) };
@@ -109,7 +107,7 @@ impl IovaDomain {
     /// Returns whether `pfn` lies in an allocated range.
     pub fn contains(&self, pfn: usize) -> bool {
         // SAFETY: By the type invariant the domain is initialised.
-        !unsafe { bindings::find_iova(self.inner.get(), pfn as _) }.is_null()
+        !unsafe { bindings::find_iova(self.inner.get(), pfn) }.is_null()
     }
 }
 

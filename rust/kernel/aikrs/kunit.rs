@@ -68,7 +68,12 @@ impl Test {
     pub fn skip(&self, reason: &core::ffi::CStr) {
         // SAFETY: By the type invariant the test is valid; the helper copies `reason`
         // (NUL-terminated) into the test's status comment.
-        unsafe { bindings::aikrs_kunit_mark_skipped(self.as_raw(), reason.as_ptr().cast()) };
+        unsafe {
+            bindings::aikrs_kunit_mark_skipped(
+                self.as_raw(),
+                crate::aikrs::compat::c_str_ptr(reason),
+            )
+        };
     }
 
     /// Records a failed expectation at `file:line` (both from the caller's macro).
@@ -103,7 +108,7 @@ impl Test {
                 bindings::kunit_assert_type_KUNIT_EXPECTATION,
                 &assert.assert,
                 Some(bindings::kunit_unary_assert_format),
-                c"%pA".as_ptr().cast(),
+                crate::aikrs::compat::c_str_ptr(c"%pA"),
                 core::ptr::from_ref(&args).cast::<c_void>(),
             );
         }
@@ -125,7 +130,11 @@ impl ScratchTest {
         // not move (it is boxed) until `kunit_cleanup` in `drop`. `name` is static. A NULL
         // log is allowed.
         unsafe {
-            bindings::kunit_init_test(inner.as_raw(), name.as_ptr().cast(), core::ptr::null_mut())
+            bindings::kunit_init_test(
+                inner.as_raw(),
+                crate::aikrs::compat::c_str_ptr(name),
+                core::ptr::null_mut(),
+            )
         };
         // INVARIANT: `kunit_init_test` initialised the test; it lives until `drop`.
         Ok(Self { inner })
