@@ -3,6 +3,9 @@
 
 set -euo pipefail
 
+# rustup's cargo, where the machine has one, even when the caller's PATH lacks it.
+[ -d "$HOME/.cargo/bin" ] && case ":$PATH:" in *":$HOME/.cargo/bin:"*) ;; *) PATH="$HOME/.cargo/bin:$PATH" ;; esac
+
 AIK_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Where downloaded kernel sources and host tools live: outside git, shared by clones.
 AIK_CACHE=${AIK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ai-kernel-rs}

@@ -80,6 +80,9 @@ SRC
 
 install_packages() {
 	local miss bmiss
+	# The host workspace and bindgen-cli need cargo: rustup's if present, else Debian's
+	# cargo-web (same 1.96 as rustc-web).
+	command -v cargo >/dev/null || DEB_PKGS+=(cargo-web)
 	miss=$(missing_debs "${DEB_PKGS[@]}" | tr '\n' ' ')
 	bmiss=$(missing_debs "${BPO_PKGS[@]}" | tr '\n' ' ')
 	[ -z "$miss$bmiss" ] && { note "Debian packages: all present"; return; }
