@@ -11,6 +11,11 @@
 
 vers=${*:-$AIK_KVERS}
 rc=0
+
+# Our Rust that the kernel build compiles (the kernel crate part and leaf objects).
+touch_kernel_rust() {
+	find "$AIK_ROOT/rust" "$AIK_ROOT/drivers" "$AIK_ROOT/mm" -name '*.rs' -not -path '*/host/*' -exec touch {} +
+}
 cd "$AIK_ROOT"
 mapfile -t krs < <(git ls-files '*.rs' | grep -v '^tools/testing/aikrs/ktap/' | grep -vE '(^|/)(host|core)/' || true)
 first=$(set -- $vers; echo "$1")
@@ -28,9 +33,8 @@ for v in $vers; do
 	aik_kmake_env
 	log=$AIK_BUILD/linux-$v/clippy.log
 	step "clippy (CLIPPY=1) on kernel::aikrs and our objects, Linux $v (log: $log)"
-	# Touch our Rust so it is recompiled under clippy-driver even if up to date.
-	touch "$AIK_ROOT/rust/kernel/aikrs/mod.rs"
-	find "$AIK_ROOT/rust" "$AIK_ROOT/drivers" "$AIK_ROOT/mm" -name '*.rs' -not -path '*/host/*' -exec touch {} +
+	# Recompile our Rust under clippy-driver even if it is up to date.
+	touch_kernel_rust
 	if ! make -C "$src" O="$obj" "${AIK_KMAKE_ARGS[@]}" CLIPPY=1 CLIPPY_DRIVER=/usr/bin/clippy-driver \
 		-j"$(nproc)" rust/ aikrs/ >"$log" 2>&1; then
 		tail -n 30 "$log" >&2
@@ -45,7 +49,7 @@ for v in $vers; do
 		note "clippy: clean on Linux $v"
 	fi
 	# Rebuild normally so the next test run does not link clippy-built objects.
-	find "$AIK_ROOT/rust" -name '*.rs' -exec touch {} +
+	touch_kernel_rust
 done
 
 step "host workspace: cargo fmt --check, cargo clippy -D warnings"
