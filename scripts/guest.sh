@@ -65,8 +65,8 @@ done
 cp "$AIK_ROOT/tools/testing/aikrs/initramfs/init" "$root/init"
 
 # Test programs: every tools/testing/**/ *_test.c becomes /tests/NAME (static).
-# Demos: every demo_*.sh or demo_*.c becomes /demo/NAME; benchmarks: bench_*.c
-# becomes /bench/NAME.
+# Demos: every demo_*.sh or demo_*.c becomes /demo/NAME; benchmarks: every
+# bench_*.sh or bench_*.c becomes /bench/NAME.
 # Build flags: the kernel's UAPI headers first, and the source tree for the
 # headers selftests include (e.g. lib/test_hmm_uapi.h).
 cflags=(-static -O2 -Wall -isystem "$hdr/include" -I"$work/src" -pthread)
@@ -78,8 +78,10 @@ while IFS= read -r c; do
 done < <(find "$AIK_ROOT/tools/testing" "$AIK_ROOT/drivers" "$AIK_ROOT/mm" -name '*_test.c' -o -name 'demo_*.c' -o -name 'bench_*.c' |
 	grep -v '/build/' | sort)
 while IFS= read -r s; do
-	install -m 0755 "$s" "$root/demo/$(basename "$s" .sh)"
-done < <(find "$AIK_ROOT/tools/testing" -name 'demo_*.sh' | sort)
+	name=$(basename "$s" .sh)
+	case $name in demo_*) install -m 0755 "$s" "$root/demo/$name" ;; *) install -m 0755 "$s" "$root/bench/$name" ;; esac
+done < <(find "$AIK_ROOT/tools/testing" "$AIK_ROOT/drivers" "$AIK_ROOT/mm" -name 'demo_*.sh' -o -name 'bench_*.sh' |
+	grep -v '/build/' | sort)
 
 initrd=$work/initramfs.cpio.gz
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$initrd"

@@ -9,5 +9,12 @@
 
 #include <kunit/test.h>
 #include <linux/debugfs.h>
+#include <linux/delay.h>
 #include <linux/iova.h>
+#include <linux/kthread.h>
+#include <linux/percpu.h>
+#include <linux/sched.h>
+#include <linux/smp.h>
+#include <linux/timekeeping.h>
 #include <linux/version.h>
+

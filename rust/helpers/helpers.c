@@ -7,7 +7,14 @@
  */
 
 #include <kunit/test.h>
+#include <linux/cpumask.h>
+#include <linux/irqflags.h>
 #include <linux/iova.h>
+#include <linux/kthread.h>
+#include <linux/percpu.h>
+#include <linux/sched/task.h>
+#include <linux/smp.h>
+#include <linux/spinlock.h>
 
 #ifndef __rust_helper
 /* Linux 6.12 has no __rust_helper annotation; 7.x marks helpers inline. */
@@ -19,7 +26,142 @@ __rust_helper unsigned long rust_helper_iova_size(struct iova *iova)
 {
 	return iova_size(iova);
 }
+
+/*
+ * Free-space statistics of an iova.c domain, for comparing fragmentation: walks
+ * the rbtree of allocated ranges (which also holds the ones parked in the
+ * per-CPU range caches) under the domain lock and measures the gaps between
+ * them inside [start_pfn, limit_pfn]. O(n); benchmarks and tests only.
+ */
+__rust_helper void
+rust_helper_aikrs_iova_free_stats(struct iova_domain *iovad,
+				  unsigned long limit_pfn, unsigned long *free_pfns,
+				  unsigned long *largest, unsigned long *gaps)
+{
+	unsigned long flags, next = iovad->start_pfn, f = 0, l = 0, g = 0;
+	struct rb_node *node;
+
+	spin_lock_irqsave(&iovad->iova_rbtree_lock, flags);
+	for (node = rb_first(&iovad->rbroot); node; node = rb_next(node)) {
+		struct iova *iova = rb_entry(node, struct iova, node);
+		unsigned long lo = iova->pfn_lo, hi = iova->pfn_hi;
+
+		if (hi < next)
+			continue;
+		if (lo > limit_pfn)
+			lo = limit_pfn + 1;
+		if (lo > next) {
+			f += lo - next;
+			l = max(l, lo - next);
+			g++;
+		}
+		if (hi >= limit_pfn)
+			break;
+		next = hi + 1;
+	}
+	if (!node && next <= limit_pfn) {
+		f += limit_pfn + 1 - next;
+		l = max(l, limit_pfn + 1 - next);
+		g++;
+	}
+	spin_unlock_irqrestore(&iovad->iova_rbtree_lock, flags);
+	*free_pfns = f;
+	*largest = l;
+	*gaps = g;
+}
 #endif
+
+/* Local interrupt state, for per-CPU data and irq-safe locking. */
+__rust_helper unsigned long rust_helper_aikrs_local_irq_save(void)
+{
+	unsigned long flags;
+
+	local_irq_save(flags);
+	return flags;
+}
+
+__rust_helper void rust_helper_aikrs_local_irq_restore(unsigned long flags)
+{
+	local_irq_restore(flags);
+}
+
+/* CPU numbers and masks (macros or inline functions in C). */
+__rust_helper unsigned int rust_helper_aikrs_raw_smp_processor_id(void)
+{
+	return raw_smp_processor_id();
+}
+
+__rust_helper unsigned int rust_helper_aikrs_nr_cpu_ids(void)
+{
+	return nr_cpu_ids;
+}
+
+__rust_helper bool rust_helper_aikrs_cpu_online(unsigned int cpu)
+{
+	return cpu < nr_cpu_ids && cpu_online(cpu);
+}
+
+__rust_helper bool rust_helper_aikrs_cpu_possible(unsigned int cpu)
+{
+	return cpu < nr_cpu_ids && cpu_possible(cpu);
+}
+
+__rust_helper unsigned int rust_helper_aikrs_num_online_cpus(void)
+{
+	return num_online_cpus();
+}
+
+/* Per-CPU memory: the allocator, per_cpu_ptr() and this_cpu_ptr() are macros. */
+__rust_helper void __percpu *rust_helper_aikrs_alloc_percpu(size_t size,
+							   size_t align,
+							   gfp_t gfp)
+{
+	return __alloc_percpu_gfp(size, align, gfp);
+}
+
+__rust_helper void *rust_helper_aikrs_per_cpu_ptr(void __percpu *p,
+						  unsigned int cpu)
+{
+	return per_cpu_ptr(p, cpu);
+}
+
+/* Hot path of PerCpu::with_local: one call in, one call out (local_irq_restore). */
+__rust_helper void *rust_helper_aikrs_this_cpu_ptr_irqsave(void __percpu *p,
+							   unsigned long *flags)
+{
+	local_irq_save(*flags);
+	return this_cpu_ptr(p);
+}
+
+__rust_helper void rust_helper_aikrs_on_each_cpu(smp_call_func_t func,
+						 void *info)
+{
+	on_each_cpu(func, info, 1);
+}
+
+/*
+ * A kernel thread bound to @cpu, created stopped, with a reference held so that
+ * kthread_stop() may be called after the thread function has returned.
+ */
+__rust_helper struct task_struct *
+rust_helper_aikrs_kthread_create_on_cpu(int (*threadfn)(void *data), void *data,
+					unsigned int cpu)
+{
+	struct task_struct *t;
+
+	t = kthread_create_on_node(threadfn, data, cpu_to_node(cpu),
+				   "aikrs/%u", cpu);
+	if (IS_ERR(t))
+		return t;
+	kthread_bind(t, cpu);
+	get_task_struct(t);
+	return t;
+}
+
+__rust_helper void rust_helper_aikrs_cpu_relax(void)
+{
+	cpu_relax();
+}
 
 #if IS_ENABLED(CONFIG_KUNIT)
 /* kunit_mark_skipped() is a macro. */

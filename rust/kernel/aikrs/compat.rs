@@ -48,3 +48,45 @@ pub fn cmdline_has(word: &str) -> bool {
                 .is_some_and(|r| r.first() == Some(&b'='))
     })
 }
+
+/// Returns whether the kernel command line holds `name=value` exactly.
+pub fn cmdline_is(name: &str, value: &str) -> bool {
+    // SAFETY: As in `cmdline_has`.
+    let p = unsafe { bindings::saved_command_line };
+    if p.is_null() {
+        return false;
+    }
+    #[allow(clippy::disallowed_methods)]
+    // SAFETY: As in `cmdline_has`.
+    let line = unsafe { core::ffi::CStr::from_ptr(p.cast()) }.to_bytes();
+    line.split(|&b| b == b' ').any(|param| {
+        param
+            .strip_prefix(name.as_bytes())
+            .and_then(|r| r.strip_prefix(b"="))
+            == Some(value.as_bytes())
+    })
+}
+
+/// Removes element `i` of `v` by moving the last element into its place (Linux 6.12's
+/// `Vec` has neither `swap_remove` nor `pop`). `None` if `i` is out of bounds.
+pub fn swap_remove<T: Copy, A: crate::alloc::Allocator>(
+    v: &mut crate::alloc::Vec<T, A>,
+    i: usize,
+) -> Option<T> {
+    let len = v.len();
+    if i >= len {
+        return None;
+    }
+    let s = v.as_mut_slice();
+    s.swap(i, len - 1);
+    let x = s[len - 1];
+    #[cfg(CONFIG_AIKRS_LINUX_GE_7)]
+    v.truncate(len - 1);
+    #[cfg(not(CONFIG_AIKRS_LINUX_GE_7))]
+    // SAFETY: `len - 1 < len`, so the first `len - 1` elements stay initialised; the
+    // removed one is `Copy` (it has no destructor that would be skipped).
+    unsafe {
+        v.set_len(len - 1)
+    };
+    Some(x)
+}

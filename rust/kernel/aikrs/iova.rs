@@ -16,15 +16,29 @@ use crate::{
 };
 use core::ptr::NonNull;
 
-/// An IOVA domain (C `struct iova_domain`), without per-CPU range caches.
+/// An IOVA domain (C `struct iova_domain`), optionally with iova.c's per-CPU range caches
+/// ("rcaches", used by [`IovaDomain::alloc_fast`]).
 ///
 /// # Invariants
 ///
 /// `inner` was initialised by `init_iova_domain` after a successful `iova_cache_get`, and
 /// is torn down (`put_iova_domain`, `iova_cache_put`) only in `drop`. It is boxed, so the
-/// rbtree anchor inside it never moves.
+/// rbtree anchor inside it never moves. `rcaches` is true exactly when
+/// `iova_domain_init_rcaches` succeeded on it.
 pub struct IovaDomain {
     inner: KBox<Opaque<bindings::iova_domain>>,
+    rcaches: bool,
+}
+
+/// Free space of an [`IovaDomain`] below a limit, as measured by [`IovaDomain::free_stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FreeStats {
+    /// Free pfns in `[start_pfn, limit]`.
+    pub free: usize,
+    /// The longest run of free pfns.
+    pub largest: usize,
+    /// The number of maximal free runs.
+    pub gaps: usize,
 }
 
 // SAFETY: `iova.c` protects a domain with its own spinlock (`iova_rbtree_lock`); every
@@ -75,8 +89,84 @@ impl IovaDomain {
         to_result(unsafe { bindings::iova_cache_get() })?;
         // SAFETY: `inner` is writable memory for a domain that will not move (boxed).
         unsafe { bindings::init_iova_domain(inner.get(), granule, start_pfn) };
-        // INVARIANT: initialised after a successful `iova_cache_get`.
-        Ok(Self { inner })
+        // INVARIANT: initialised after a successful `iova_cache_get`; no rcaches yet.
+        Ok(Self {
+            inner,
+            rcaches: false,
+        })
+    }
+
+    /// Like [`IovaDomain::new`], plus iova.c's per-CPU range caches, as the DMA layer
+    /// (`dma-iommu.c`) sets domains up; required by [`IovaDomain::alloc_fast`].
+    pub fn new_with_rcaches(granule: usize, start_pfn: usize) -> Result<Self> {
+        let mut d = Self::new(granule, start_pfn)?;
+        // SAFETY: The domain is initialised (type invariant) and has no rcaches yet; on
+        // failure iova.c frees what it allocated, and `drop` copes with either state.
+        to_result(unsafe { bindings::iova_domain_init_rcaches(d.inner.get()) })?;
+        // INVARIANT: `iova_domain_init_rcaches` succeeded.
+        d.rcaches = true;
+        Ok(d)
+    }
+
+    /// `alloc_iova_fast`: `size` pfns at or below `limit_pfn`, from this CPU's range cache
+    /// when `size` rounds up to at most 32 pfns and one is cached, else from the rbtree.
+    /// Returns the first pfn, or `None` when nothing fits (or the domain has no rcaches).
+    /// `flush_rcache` lets iova.c empty every CPU's cache and retry once before failing.
+    pub fn alloc_fast(&self, size: usize, limit_pfn: usize, flush_rcache: bool) -> Option<usize> {
+        if !self.rcaches || size == 0 {
+            return None;
+        }
+        // SAFETY: The domain is initialised with rcaches (type invariant); iova.c checks
+        // its arguments and returns 0 on failure. It may be called from atomic context.
+        let pfn =
+            unsafe { bindings::alloc_iova_fast(self.inner.get(), size, limit_pfn, flush_rcache) };
+        (pfn != 0).then_some(pfn)
+    }
+
+    /// `free_iova_fast`: returns `size` pfns at `pfn`, allocated by [`IovaDomain::alloc_fast`]
+    /// with the same size. As in C, iova.c does not check the pair: a wrong one parks a
+    /// bogus range in the cache (which iova.c warns about at teardown). Ignored if the
+    /// domain has no rcaches.
+    pub fn free_fast(&self, pfn: usize, size: usize) {
+        if !self.rcaches {
+            return;
+        }
+        // SAFETY: The domain is initialised with rcaches (type invariant). iova.c's own
+        // contract on `pfn`/`size` is documented above; violating it corrupts only the
+        // domain's bookkeeping, not memory.
+        unsafe { bindings::free_iova_fast(self.inner.get(), pfn, size) };
+    }
+
+    /// `reserve_iova`: marks `[pfn_lo, pfn_hi]` as not allocatable.
+    pub fn reserve(&self, pfn_lo: usize, pfn_hi: usize) -> Result {
+        if pfn_lo > pfn_hi {
+            return Err(crate::error::code::EINVAL);
+        }
+        // SAFETY: The domain is initialised (type invariant); the range is ordered.
+        let p = unsafe { bindings::reserve_iova(self.inner.get(), pfn_lo, pfn_hi) };
+        if p.is_null() {
+            Err(ENOMEM)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Measures the free space in `[start_pfn, limit_pfn]` by walking the rbtree under the
+    /// domain lock (ranges in iova.c's per-CPU caches count as allocated). O(n).
+    pub fn free_stats(&self, limit_pfn: usize) -> FreeStats {
+        let mut st = FreeStats::default();
+        // SAFETY: The domain is initialised (type invariant); the helper locks it and
+        // writes the three outputs.
+        unsafe {
+            bindings::aikrs_iova_free_stats(
+                self.inner.get(),
+                limit_pfn,
+                &mut st.free,
+                &mut st.largest,
+                &mut st.gaps,
+            )
+        };
+        st
     }
 
     /// Allocates `size` pfns at or below `limit_pfn`, top-down, aligned to the size's
@@ -102,6 +192,14 @@ impl IovaDomain {
             // SAFETY: `iova` belongs to this domain (found above) and is freed once.
             unsafe { bindings::__free_iova(self.inner.get(), iova.ptr.as_ptr()) };
         }
+    }
+
+    /// `free_iova`: frees the range that starts at or contains `pfn`; nothing happens if
+    /// there is none.
+    pub fn free_pfn(&self, pfn: usize) {
+        // SAFETY: By the type invariant the domain is initialised; `free_iova` looks the
+        // range up under the domain lock and ignores a pfn that is not allocated.
+        unsafe { bindings::free_iova(self.inner.get(), pfn) };
     }
 
     /// Returns whether `pfn` lies in an allocated range.

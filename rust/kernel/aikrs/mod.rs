@@ -10,9 +10,12 @@
 //! [`compat`] hides the difference behind `CONFIG_AIKRS_LINUX_GE_7`.
 
 pub mod compat;
+pub mod cpu;
 #[cfg(CONFIG_DEBUG_FS)]
 pub mod debugfs;
 #[cfg(CONFIG_IOMMU_IOVA)]
 pub mod iova;
+pub mod kthread;
 #[cfg(CONFIG_KUNIT)]
 pub mod kunit;
+pub mod percpu;
