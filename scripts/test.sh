@@ -3,8 +3,9 @@
 #
 # The test command (make test): set-up if needed, host cargo tests, then per kernel
 # (6.12 and 7.3): build the test kernel once, KUnit under QEMU, the guest userspace
-# tests, and negative controls proving that a failing Rust KUnit case, a guest
-# panic and a guest hang each fail a run. Ends with "N passed, N failed, N skipped".
+# tests, negative controls proving that a failing Rust KUnit case, a guest panic
+# and a guest hang each fail a run, and our modules built as =m, loaded and
+# unloaded (scripts/modbuild.sh). Ends with "N passed, N failed, N skipped".
 
 . "$(dirname "$0")/lib.sh"
 
@@ -79,6 +80,8 @@ for v in $vers; do
 		--append aikrs.guest_selftest=panic --expect-fail
 	single "$v" "$AIK_ROOT/scripts/guest.sh" "$v" --mode test --smp 2 --timeout 60 \
 		--append aikrs.guest_selftest=hang --expect-fail
+	# Our modules as =m: built, loaded (their KUnit suites run), unloaded.
+	single "$v" "$AIK_ROOT/scripts/modbuild.sh" "$v"
 done
 
 echo

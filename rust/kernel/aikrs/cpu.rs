@@ -113,7 +113,7 @@ impl Drop for IrqDisabled {
 /// On `PREEMPT_RT` a `spinlock_t` sleeps and must not be taken with interrupts disabled;
 /// users of this function depend on `!PREEMPT_RT` in Kconfig.
 #[inline]
-pub fn with_irqsave<T: ?Sized, R>(
+pub fn with_irqsave<T: ?Sized + Unpin, R>(
     lock: &crate::sync::SpinLock<T>,
     f: impl FnOnce(&mut T) -> R,
 ) -> R {

@@ -98,10 +98,9 @@ impl<T: ZeroInit + Copy> PerCpu<T> {
         // SAFETY: `ptr` is a per-CPU allocation; the helper disables local interrupts
         // (saving the previous state in `flags`) before computing this CPU's address, so
         // the CPU cannot change until the restore below.
-        let slot = unsafe {
-            bindings::aikrs_this_cpu_ptr_irqsave(self.ptr.as_ptr().cast(), &mut flags)
-        }
-        .cast::<Slot<T>>();
+        let slot =
+            unsafe { bindings::aikrs_this_cpu_ptr_irqsave(self.ptr.as_ptr().cast(), &mut flags) }
+                .cast::<Slot<T>>();
         // SAFETY: `slot` is this CPU's valid `Slot<T>`. Only code on this CPU with
         // interrupts disabled touches it (type invariant), and we are that code now.
         let slot = unsafe { &mut *slot };
