@@ -24,6 +24,11 @@ pub fn run_on_each_online_cpu(f: &(dyn Fn(u32) + Sync)) -> Result {
         cpu: u32,
         done: &'a AtomicU32,
     }
+    /// The kernel thread's function.
+    ///
+    /// # Safety
+    ///
+    /// `data` must point to a `Ctx` that stays valid until the function returns.
     unsafe extern "C" fn thread_fn(data: *mut c_void) -> c_int {
         // SAFETY: `data` is a `Ctx` in `ctxs` below, which lives until every thread has
         // been stopped (`kthread_stop_put` waits for the thread function to return).

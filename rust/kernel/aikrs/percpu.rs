@@ -140,6 +140,11 @@ impl<T: ZeroInit + Copy> PerCpu<T> {
             pc: &'a PerCpu<T>,
             f: &'a (dyn Fn(&mut T) + Sync),
         }
+        /// The IPI handler.
+        ///
+        /// # Safety
+        ///
+        /// `info` must point to a `Ctx<'_, T>` that stays valid until the handler returns.
         unsafe extern "C" fn tramp<T: ZeroInit + Copy>(info: *mut c_void) {
             // SAFETY: `info` is the `Ctx` below, alive until `on_each_cpu` returns (wait).
             let ctx = unsafe { &*info.cast::<Ctx<'_, T>>() };
