@@ -5,6 +5,7 @@
 //! - [`core_alloc`]: the range tree, pure `core` Rust shared with the host crate
 //!   `aikrs-iova-core` (`core/`), where property tests check it against a model;
 //! - [`liveset`]: the set of live cached-size allocations that validates frees (same);
+//! - `rng`: the deterministic generator of the tests and the benchmark (same);
 //! - [`domain`]: the kernel domain: locking, per-CPU magazines, depot, errnos;
 //! - `bench`: the benchmark against iova.c and the demo (`CONFIG_AIKRS_IOVA_BENCH`);
 //! - `tests`: the KUnit suite (`CONFIG_AIKRS_IOVA_KUNIT_TEST`).
@@ -16,6 +17,10 @@ mod core_alloc;
 #[allow(dead_code, unreachable_pub)]
 #[path = "core/src/liveset.rs"]
 mod liveset;
+#[cfg(any(CONFIG_AIKRS_IOVA_BENCH, CONFIG_AIKRS_IOVA_KUNIT_TEST))]
+#[allow(dead_code, unreachable_pub)]
+#[path = "core/src/rng.rs"]
+mod rng;
 
 #[cfg(CONFIG_AIKRS_IOVA_BENCH)]
 mod bench;

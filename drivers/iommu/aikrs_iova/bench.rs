@@ -9,6 +9,7 @@
 //! TCG the absolute numbers are not hardware numbers; the ratios, measured in one boot on
 //! the same vCPUs, are the figures to read.
 
+use crate::rng::Rng;
 use crate::domain::{Config, Domain};
 use core::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use kernel::aikrs::{
@@ -61,26 +62,6 @@ impl Backend<'_> {
     }
 }
 
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-}
-
 /// `a / b` in thousandths (no floating point in the kernel); print with [`milli`].
 fn ratio_milli(a: u64, b: u64) -> u64 {
     // No 128-bit division in the kernel; the figures here stay far below 2^54.
@@ -103,7 +84,7 @@ fn per_sec(ops: u64, ns: i64) -> u64 {
 /// allocated first (not timed), then each step frees a random live range and allocates a
 /// new one. Returns (ops/s of the timed part, failed allocations).
 fn fixed_steady(b: Backend<'_>, size: u64, live: &mut [u64], steps: u32, seed: u64) -> (u64, u64) {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed | 1);
     let mut failed = 0;
     for slot in live.iter_mut() {
         *slot = b.alloc(size, LIMIT).unwrap_or_else(|| {
@@ -148,7 +129,7 @@ fn time_all_cpus(b: Backend<'_>, size: u64, millis: i64) -> Result<(u64, u32)> {
     let ops = AtomicU64::new(0);
     kthread::run_on_each_online_cpu(&|cpu_id| {
         let mut live = [0u64; W_CPU];
-        let mut rng = Rng(u64::from(cpu_id) << 32 | 0x1357);
+        let mut rng = Rng::new(u64::from(cpu_id) << 32 | 0x1357);
         for slot in live.iter_mut() {
             *slot = b.alloc(size, LIMIT).unwrap_or(0);
         }
@@ -257,7 +238,7 @@ fn run_all_cpus(ours: &Domain, base: &IovaDomain) -> Result {
 /// Returns (ops/s, failed allocations, largest free / free space x1000).
 fn churn(b: Backend<'_>, limit: u64, steps: u32) -> Result<(u64, u64, u64)> {
     const LIVE: usize = 256;
-    let mut rng = Rng(0x5eed_1234_abcd_ef01);
+    let mut rng = Rng::new(0x5eed_1234_abcd_ef01);
     let mut live: KVec<(u64, u64)> = KVec::with_capacity(LIVE, GFP_KERNEL)?;
     let size_of = |rng: &mut Rng| {
         let k = rng.below(19);
@@ -394,7 +375,7 @@ impl Demo {
         )?;
         let errors = AtomicU64::new(0);
         kthread::run_on_each_online_cpu(&|cpu| {
-            let mut rng = Rng(0xdead_beef ^ u64::from(cpu + 1) << 20);
+            let mut rng = Rng::new(0xdead_beef ^ u64::from(cpu + 1) << 20);
             let mut live = [(0u64, 0u64); 16];
             for round in 0..32 {
                 for slot in live.iter_mut() {

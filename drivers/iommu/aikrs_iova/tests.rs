@@ -3,31 +3,12 @@
 //! KUnit suite `aikrs_iova`: the kernel domain (locking, magazines, validation) on top of
 //! the range tree, which the host crate's property tests check in depth.
 
+use crate::rng::Rng;
 use crate::domain::{Config, Domain};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::aikrs::{compat::swap_remove, iova::IovaDomain, kthread, kunit::Test};
 use kernel::prelude::*;
 use kernel::{aikrs_expect, aikrs_expect_eq, aikrs_kunit_suite};
-
-/// A small deterministic generator (xorshift64*), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-}
 
 fn domain(start: u64, limit: u64, max_live: usize, cache: bool) -> Result<Domain> {
     Domain::new(
@@ -122,7 +103,7 @@ fn run_equivalence(t: &Test, fast: bool, seed: u64) -> Result<(u32, u32)> {
     } else {
         IovaDomain::new(kernel::page::PAGE_SIZE, start as usize)?
     };
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut live_o: KVec<(u64, u64)> = KVec::new();
     let mut live_t: KVec<(u64, u64)> = KVec::new();
     let (mut same, mut both) = (0u32, 0u32);
@@ -396,7 +377,7 @@ fn stress(t: &Test) -> Result {
             kernel::aikrs::cpu::cpu_relax();
         }
         let id = cpu + 1;
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (u64::from(cpu) << 32 | 1));
+        let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15 ^ (u64::from(cpu) << 32 | 1));
         let mut live: KVec<(u64, u64)> = match KVec::with_capacity(64, GFP_KERNEL) {
             Ok(v) => v,
             Err(_) => {

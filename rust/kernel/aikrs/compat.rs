@@ -26,22 +26,29 @@ pub fn c_str_ptr(s: &core::ffi::CStr) -> *const CChar {
     s.as_ptr().cast()
 }
 
+/// The parameters of the kernel command line (split at spaces; quoting is not handled).
+fn cmdline_params() -> impl Iterator<Item = &'static [u8]> {
+    // SAFETY: `saved_command_line` is set up early in boot, before any initcall or
+    // KUnit test runs, and is never freed or written afterwards.
+    let p = unsafe { bindings::saved_command_line };
+    let line: &'static [u8] = if p.is_null() {
+        &[]
+    } else {
+        // As in `c_str_ptr`, the signedness cast is the point.
+        #[allow(clippy::disallowed_methods)]
+        // SAFETY: `p` is a valid NUL-terminated string that lives forever (see above).
+        let s = unsafe { core::ffi::CStr::from_ptr(p.cast()) };
+        s.to_bytes()
+    };
+    line.split(|&b| b == b' ')
+}
+
 /// Returns whether the kernel command line contains `word` as a whole parameter name
 /// (`word` or `word=...`).
 ///
 /// Built-in test code uses this for switches that must not need a rebuild.
 pub fn cmdline_has(word: &str) -> bool {
-    // SAFETY: `saved_command_line` is set up early in boot, before any initcall or
-    // KUnit test runs, and is never freed or written afterwards.
-    let p = unsafe { bindings::saved_command_line };
-    if p.is_null() {
-        return false;
-    }
-    // As in `c_str_ptr`, the signedness cast is the point.
-    #[allow(clippy::disallowed_methods)]
-    // SAFETY: `p` is a valid NUL-terminated string that lives forever (see above).
-    let line = unsafe { core::ffi::CStr::from_ptr(p.cast()) }.to_bytes();
-    line.split(|&b| b == b' ').any(|param| {
+    cmdline_params().any(|param| {
         param == word.as_bytes()
             || param
                 .strip_prefix(word.as_bytes())
@@ -51,15 +58,7 @@ pub fn cmdline_has(word: &str) -> bool {
 
 /// Returns whether the kernel command line holds `name=value` exactly.
 pub fn cmdline_is(name: &str, value: &str) -> bool {
-    // SAFETY: As in `cmdline_has`.
-    let p = unsafe { bindings::saved_command_line };
-    if p.is_null() {
-        return false;
-    }
-    #[allow(clippy::disallowed_methods)]
-    // SAFETY: As in `cmdline_has`.
-    let line = unsafe { core::ffi::CStr::from_ptr(p.cast()) }.to_bytes();
-    line.split(|&b| b == b' ').any(|param| {
+    cmdline_params().any(|param| {
         param
             .strip_prefix(name.as_bytes())
             .and_then(|r| r.strip_prefix(b"="))

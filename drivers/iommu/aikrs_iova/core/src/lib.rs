@@ -7,7 +7,8 @@
 //!
 //! - `src/alloc.rs`: the IOVA range allocator, see [`IovaAllocator`];
 //! - `src/liveset.rs`: the lock-free, fixed-capacity set of live allocations
-//!   (`(pfn, order)`) that validates frees of cached ranges, see [`liveset::LiveSet`].
+//!   (`(pfn, order)`) that validates frees of cached ranges, see [`liveset::LiveSet`];
+//! - `src/rng.rs`: the deterministic generator of the tests and benchmarks.
 //!
 //! This crate only wraps them so that they can be tested and benchmarked on the host.
 
@@ -18,5 +19,7 @@
 mod alloc_impl;
 #[path = "liveset.rs"]
 pub mod liveset;
+#[path = "rng.rs"]
+pub mod rng;
 
 pub use alloc_impl::*;

@@ -6,6 +6,7 @@
 //! BST order, tiling, merging, augmented data, counters, slot accounting) runs after every
 //! operation.
 
+use aikrs_iova_core::rng::Rng;
 use aikrs_iova_core::{nodes_needed, Error, IovaAllocator, Node, Pfn, Stats};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -864,18 +865,6 @@ proptest! {
 // ---------------------------------------------------------------------------------------
 // Deterministic unit tests.
 
-/// A small deterministic generator (xorshift64*), so the unit tests need no seeds.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 fn assert_height_log(a: &Alloc) {
     let n = a.stats().nodes_used;
     let bound = 1.45 * ((n + 2) as f64).log2();
@@ -892,11 +881,11 @@ fn assert_height_log(a: &Alloc) {
 #[test]
 fn height_is_logarithmic_with_100k_live_allocations() {
     let mut a = new_alloc(nodes_needed(200_000, 0), 0, (1 << 40) - 1);
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let mut live = Vec::new();
     for _ in 0..200_000 {
-        let size = 1 + rng.next() % 64;
-        let lim = rng.next() % (1 << 40);
+        let size = 1 + rng.next_u64() % 64;
+        let lim = rng.next_u64() % (1 << 40);
         if let Ok(p) = a.alloc(size, lim) {
             live.push((p, size));
         }
