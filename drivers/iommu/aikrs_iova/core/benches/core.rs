@@ -5,6 +5,7 @@
 //! for a log-uniform mix of sizes. Each iteration frees a pseudo-randomly chosen live
 //! allocation and allocates a new one in its place, so the tree stays fragmented.
 
+use aikrs_iova_core::rng::Rng;
 use aikrs_iova_core::{nodes_needed, IovaAllocator, Node};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
@@ -15,23 +16,11 @@ const DOMAIN_LIMIT: u64 = 1 << 36;
 const WORKING_SET: usize = 1000;
 const MAX_SIZE: u64 = 1 << 18;
 
-/// xorshift64*: deterministic and cheap.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Log-uniform in `1..=MAX_SIZE`: a uniform octave, then uniform within it.
-    fn log_uniform_size(&mut self) -> u64 {
-        let octave = self.next() % 19;
-        let base = 1u64 << octave;
-        (base + self.next() % base).min(MAX_SIZE)
-    }
+/// Log-uniform in `1..=MAX_SIZE`: a uniform octave, then uniform within it.
+fn log_uniform_size(rng: &mut Rng) -> u64 {
+    let octave = rng.below(19);
+    let base = 1u64 << octave;
+    (base + rng.below(base)).min(MAX_SIZE)
 }
 
 struct Churn {
@@ -47,7 +36,7 @@ impl Churn {
         let mut churn = Churn {
             iova,
             live: Vec::with_capacity(WORKING_SET),
-            rng: Rng(0x9e37_79b9_7f4a_7c15),
+            rng: Rng::new(0x9e37_79b9_7f4a_7c15),
         };
         // Fill the working set, then churn once through it so that it is fragmented.
         for _ in 0..WORKING_SET {
@@ -63,7 +52,7 @@ impl Churn {
 
     /// Frees a random live allocation and allocates a new one in its slot.
     fn step(&mut self, size: &mut impl FnMut(&mut Rng) -> u64) {
-        let i = (self.rng.next() % WORKING_SET as u64) as usize;
+        let i = self.rng.below(WORKING_SET as u64) as usize;
         let (p, s) = self.live[i];
         self.iova.free(black_box(p), black_box(s)).unwrap();
         let s = size(&mut self.rng);
@@ -82,7 +71,7 @@ fn fixed_sizes(c: &mut Criterion) {
         });
     }
     group.bench_function("log-uniform 1..=262144", |b| {
-        let mut mixed = |rng: &mut Rng| rng.log_uniform_size();
+        let mut mixed = log_uniform_size;
         let mut churn = Churn::new(mixed);
         b.iter(|| churn.step(&mut mixed));
         churn.iova.check_invariants().unwrap();

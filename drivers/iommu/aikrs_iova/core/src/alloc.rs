@@ -49,6 +49,9 @@ const RIGHT: usize = 1;
 /// `max_order` of a subtree without a usable free range.
 const NO_ORDER: i8 = -1;
 
+/// The number of [`Kind`]s.
+const KINDS: usize = 4;
+
 /// What a node's range is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -235,8 +238,8 @@ pub const fn nodes_needed(max_live: usize, max_reserved: usize) -> usize {
 /// - Every node's augmented data (height, longest free node, `own_order`, maximum order,
 ///   maximum orders of the two subtrees) equals its recomputation from the node and its
 ///   subtrees.
-/// - `free_pages`, `free_blocks`, `allocated_pages`, `allocations` and `reserved_pages`
-///   equal the sums over the tree.
+/// - `pages` and `count` hold, for each kind, the number of pages and of nodes of that
+///   kind in the tree.
 /// - Storage slots `[0, fresh)` are either in the tree (`used` of them) or on the free
 ///   list threaded through the left links; slots `[fresh, len)` were never used.
 /// - `hint` is empty or a path of child links from the root down.
@@ -265,16 +268,10 @@ pub struct IovaAllocator<S: DerefMut<Target = [Node]>> {
     start: Pfn,
     /// Last page of the domain (inclusive).
     limit: Pfn,
-    /// Free pages.
-    free_pages: u64,
-    /// Free nodes.
-    free_blocks: u64,
-    /// Pages in live allocations.
-    allocated_pages: u64,
-    /// Live allocations.
-    allocations: u64,
-    /// Reserved pages.
-    reserved_pages: u64,
+    /// Pages in the nodes of each kind, indexed by `Kind as usize`.
+    pages: [u64; KINDS],
+    /// Nodes of each kind, indexed by `Kind as usize`.
+    count: [u64; KINDS],
 }
 
 /// The number of pages of `[start, last]`.
@@ -363,7 +360,7 @@ fn order_gap(below: i8, k: u32, order: i8) -> bool {
     let below = i64::from(below);
     let offset = i64::from(k) - below - 1;
     let width = (i64::from(order) - below).max(0);
-    // Both are within `[-64, 127]`; a negative `offset` becomes huge, and fails.
+    // `offset` is in `[-64, 63]`, `width` in `[0, 64]`; a negative `offset` becomes huge.
     (offset as u64) < (width as u64)
 }
 
@@ -416,11 +413,8 @@ struct Walk {
     next: Pfn,
     prev: Kind,
     nodes: u64,
-    free_pages: u64,
-    free_blocks: u64,
-    allocated_pages: u64,
-    allocations: u64,
-    reserved_pages: u64,
+    pages: [u64; KINDS],
+    count: [u64; KINDS],
 }
 
 /// The nodes from the root down to some node, recorded by a descent so that the changes
@@ -502,7 +496,7 @@ impl<S: DerefMut<Target = [Node]>> IovaAllocator<S> {
             Some(slot) => *slot = Node::leaf(start, limit, Kind::Free),
             None => return Err(Error::InvalidArgument),
         }
-        Ok(Self {
+        let mut allocator = Self {
             nodes: storage,
             scratch: Node::EMPTY,
             root: 0,
@@ -513,12 +507,11 @@ impl<S: DerefMut<Target = [Node]>> IovaAllocator<S> {
             cap,
             start,
             limit,
-            free_pages: range_len(start, limit),
-            free_blocks: 1,
-            allocated_pages: 0,
-            allocations: 0,
-            reserved_pages: 0,
-        })
+            pages: [0; KINDS],
+            count: [0; KINDS],
+        };
+        allocator.tally(Kind::Free, start, limit, true);
+        Ok(allocator)
     }
 
     /// The first page of the domain.
@@ -606,6 +599,8 @@ impl<S: DerefMut<Target = [Node]>> IovaAllocator<S> {
         // `x` becomes the allocation. The free head (tail) becomes the rightmost (leftmost)
         // node of its left (right) subtree, rebalanced up to but excluding `x`: each side
         // grows by at most one level, so one rebalancing of `x` and its ancestors suffices.
+        // (`new_leaf` cannot fail: the slots were counted above. `x` is changed first so
+        // that the counters never hold its pages twice.)
         self.set_range(x, p, end, Kind::Allocated);
         if head {
             let h = self
@@ -809,12 +804,12 @@ impl<S: DerefMut<Target = [Node]>> IovaAllocator<S> {
     pub fn stats(&self) -> Stats {
         Stats {
             span_pages: self.span(),
-            free_pages: self.free_pages,
+            free_pages: self.pages[Kind::Free as usize],
             largest_free: self.n(self.root).sub_free_max,
-            free_blocks: self.free_blocks,
-            allocated_pages: self.allocated_pages,
-            allocations: self.allocations,
-            reserved_pages: self.reserved_pages,
+            free_blocks: self.count[Kind::Free as usize],
+            allocated_pages: self.pages[Kind::Allocated as usize],
+            allocations: self.count[Kind::Allocated as usize],
+            reserved_pages: self.pages[Kind::Reserved as usize],
             nodes_used: u64::from(self.used),
             nodes_total: u64::from(self.cap),
         }
@@ -842,11 +837,8 @@ impl<S: DerefMut<Target = [Node]>> IovaAllocator<S> {
             next: self.start,
             prev: Kind::Unused,
             nodes: 0,
-            free_pages: 0,
-            free_blocks: 0,
-            allocated_pages: 0,
-            allocations: 0,
-            reserved_pages: 0,
+            pages: [0; KINDS],
+            count: [0; KINDS],
         };
         self.check_at(self.root, 0, &mut walk)?;
         if walk.next != self.limit.saturating_add(1) {
@@ -855,12 +847,7 @@ impl<S: DerefMut<Target = [Node]>> IovaAllocator<S> {
         if walk.nodes != u64::from(self.used) {
             return Err("used slot count differs from the tree size");
         }
-        if walk.free_pages != self.free_pages
-            || walk.free_blocks != self.free_blocks
-            || walk.allocated_pages != self.allocated_pages
-            || walk.allocations != self.allocations
-            || walk.reserved_pages != self.reserved_pages
-        {
+        if walk.pages != self.pages || walk.count != self.count {
             return Err("counters differ from the tree");
         }
         if self.fresh > self.cap || self.used > self.fresh || self.cap == NIL {
@@ -931,23 +918,19 @@ impl<S: DerefMut<Target = [Node]>> IovaAllocator<S> {
     /// a node leaving the tree or changing its range is removed before the pages it hands
     /// on are added again.
     fn tally(&mut self, kind: Kind, start: Pfn, last: Pfn, add: bool) {
-        let (pages, count) = match kind {
-            Kind::Free => (&mut self.free_pages, Some(&mut self.free_blocks)),
-            Kind::Allocated => (&mut self.allocated_pages, Some(&mut self.allocations)),
-            Kind::Reserved => (&mut self.reserved_pages, None),
-            Kind::Unused => return,
-        };
         let len = range_len(start, last);
+        let (Some(pages), Some(count)) = (
+            self.pages.get_mut(kind as usize),
+            self.count.get_mut(kind as usize),
+        ) else {
+            return;
+        };
         if add {
             *pages = pages.saturating_add(len);
-            if let Some(count) = count {
-                *count = count.saturating_add(1);
-            }
+            *count = count.saturating_add(1);
         } else {
             *pages = pages.saturating_sub(len);
-            if let Some(count) = count {
-                *count = count.saturating_sub(1);
-            }
+            *count = count.saturating_sub(1);
         }
     }
 
@@ -987,6 +970,7 @@ impl<S: DerefMut<Target = [Node]>> IovaAllocator<S> {
 
     /// Changes the range and kind of node `x` in place, leaving its links and subtree data;
     /// the caller then retraces the path to `x`. The key order must not change.
+    #[inline]
     fn set_range(&mut self, x: u32, start: Pfn, last: Pfn, kind: Kind) {
         let (old_kind, old_start, old_last) = {
             let n = self.n(x);
@@ -1115,12 +1099,15 @@ impl<S: DerefMut<Target = [Node]>> IovaAllocator<S> {
         }
         let mut below = (x, free_max, max_order);
         for &a in above.iter().rev() {
-            let n = slot(nodes, a);
+            let Some(n) = nodes.get(a as usize) else {
+                return;
+            };
             let side = usize::from(n.link[RIGHT] == below.0);
             let other = side ^ 1;
-            let free_max = below.1.max(slot(nodes, n.link[other]).sub_free_max);
-            let free_max = free_max.max(n.free_len());
-            let max_order = below.2.max(n.child_order[other]).max(n.own_order);
+            let (sibling, own_len, own_order) = (n.link[other], n.free_len(), n.own_order);
+            let other_order = n.child_order[other];
+            let free_max = below.1.max(slot(nodes, sibling).sub_free_max).max(own_len);
+            let max_order = below.2.max(other_order).max(own_order);
             let Some(n) = nodes.get_mut(a as usize) else {
                 return;
             };
@@ -1540,21 +1527,14 @@ impl<S: DerefMut<Target = [Node]>> IovaAllocator<S> {
             Kind::Free | Kind::Reserved if n.kind == walk.prev => {
                 return Err("adjacent free or reserved nodes not merged")
             }
-            Kind::Free => {
-                walk.free_pages = walk.free_pages.saturating_add(range_len(n.start, n.last));
-                walk.free_blocks = walk.free_blocks.saturating_add(1);
-            }
-            Kind::Allocated => {
-                walk.allocated_pages = walk
-                    .allocated_pages
-                    .saturating_add(range_len(n.start, n.last));
-                walk.allocations = walk.allocations.saturating_add(1);
-            }
-            Kind::Reserved => {
-                walk.reserved_pages = walk
-                    .reserved_pages
-                    .saturating_add(range_len(n.start, n.last));
-            }
+            _ => {}
+        }
+        if let (Some(pages), Some(count)) = (
+            walk.pages.get_mut(n.kind as usize),
+            walk.count.get_mut(n.kind as usize),
+        ) {
+            *pages = pages.saturating_add(range_len(n.start, n.last));
+            *count = count.saturating_add(1);
         }
         let own_order = if n.kind == Kind::Free {
             block_order(n.start, n.last)
