@@ -9,8 +9,8 @@
 //! TCG the absolute numbers are not hardware numbers; the ratios, measured in one boot on
 //! the same vCPUs, are the figures to read.
 
-use crate::rng::Rng;
 use crate::domain::{Config, Domain};
+use crate::rng::Rng;
 use core::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use kernel::aikrs::{
     cpu,
@@ -188,22 +188,42 @@ const SIZES: [(&str, u64); 5] = [
     ("fixed_1g", 262144),
 ];
 
+/// Repetitions of each measurement, alternating ours and the baselines so that a slow
+/// patch of the host (QEMU TCG shares 2 cores) does not land on one side only; the median
+/// is reported.
+const REPS: usize = 5;
+
+fn median(mut v: [u64; REPS]) -> u64 {
+    v.sort_unstable();
+    v[REPS / 2]
+}
+
 fn run_fixed(ours: &Domain, base: &IovaDomain) -> Result {
     const STEPS: u32 = 20000;
     let mut live = KVVec::from_elem(0u64, W, GFP_KERNEL)?;
     for (name, size) in SIZES {
         let before = ours.stats();
-        let (o, of) = fixed_steady(Backend::Ours(ours), size, &mut live, STEPS, 1);
+        let (mut o, mut f, mut p) = ([0; REPS], [0; REPS], [0; REPS]);
+        let (mut of, mut ff, mut pf) = (0, 0, 0);
+        for r in 0..REPS {
+            let seed = r as u64 + 1;
+            let (x, e) = fixed_steady(Backend::Ours(ours), size, &mut live, STEPS, seed);
+            (o[r], of) = (x, of + e);
+            let (x, e) = fixed_steady(Backend::Fast(base), size, &mut live, STEPS, seed);
+            (f[r], ff) = (x, ff + e);
+            let (x, e) = fixed_steady(Backend::Plain(base), size, &mut live, STEPS, seed);
+            (p[r], pf) = (x, pf + e);
+        }
         let after = ours.stats();
-        let (f, ff) = fixed_steady(Backend::Fast(base), size, &mut live, STEPS, 1);
-        let (p, pf) = fixed_steady(Backend::Plain(base), size, &mut live, STEPS, 1);
+        let (o, f, p) = (median(o), median(f), median(p));
         print_pair(name, "fast", o, f);
         print_pair(name, "alloc_iova", o, p);
         pr_info!(
-            "bench-info: iova.{} live={} steps={} failed: ours={} fast={} alloc_iova={}; ours (incl. untimed fill/empty): cache hits={} depot hits={} tree lock round-trips={}\n",
+            "bench-info: iova.{} live={} steps={} reps={} (median) failed: ours={} fast={} alloc_iova={}; ours (all reps, incl. untimed fill/empty): cache hits={} depot hits={} tree lock round-trips={}\n",
             name,
             W,
             STEPS,
+            REPS,
             of,
             ff,
             pf,
@@ -216,18 +236,30 @@ fn run_fixed(ours: &Domain, base: &IovaDomain) -> Result {
 }
 
 fn run_all_cpus(ours: &Domain, base: &IovaDomain) -> Result {
-    const MILLIS: i64 = 300;
+    const MILLIS: i64 = 200;
     for (name, size) in [
         ("allcpu_4k", 1u64),
         ("allcpu_2m", 512),
         ("allcpu_1g", 262144),
     ] {
-        let (o, n) = time_all_cpus(Backend::Ours(ours), size, MILLIS)?;
-        let (f, _) = time_all_cpus(Backend::Fast(base), size, MILLIS)?;
-        let (p, _) = time_all_cpus(Backend::Plain(base), size, MILLIS)?;
+        let (mut o, mut f, mut p) = ([0; REPS], [0; REPS], [0; REPS]);
+        let mut n = 0;
+        for r in 0..REPS {
+            (o[r], n) = time_all_cpus(Backend::Ours(ours), size, MILLIS)?;
+            (f[r], _) = time_all_cpus(Backend::Fast(base), size, MILLIS)?;
+            (p[r], _) = time_all_cpus(Backend::Plain(base), size, MILLIS)?;
+        }
+        let (o, f, p) = (median(o), median(f), median(p));
         print_pair(name, "fast", o, f);
         print_pair(name, "alloc_iova", o, p);
-        pr_info!("bench-info: iova.{name} cpus={n} live={W_CPU} per CPU, {MILLIS} ms per run\n");
+        pr_info!(
+            "bench-info: iova.{} cpus={} live={} per CPU, {} ms per run, reps={} (median)\n",
+            name,
+            n,
+            W_CPU,
+            MILLIS,
+            REPS
+        );
     }
     Ok(())
 }
@@ -293,19 +325,25 @@ fn churn(b: Backend<'_>, limit: u64, steps: u32) -> Result<(u64, u64, u64)> {
 fn run_churn() -> Result {
     // 64 GiB of IOVA space, so that 256 live ranges of up to 1 GiB fragment it.
     let limit = (1u64 << 24) - 1;
-    let ours = Domain::new(
-        Config {
-            start: 1,
-            limit,
-            max_live: 4096,
-            cache: true,
-        },
-        GFP_KERNEL,
-    )?;
-    let base = IovaDomain::new_with_rcaches(kernel::page::PAGE_SIZE, 1)?;
     let steps = 4000;
-    let (o, of, ofrag) = churn(Backend::Ours(&ours), limit, steps)?;
-    let (f, ff, ffrag) = churn(Backend::Fast(&base), limit, steps)?;
+    let (mut o, mut f) = ([0; REPS], [0; REPS]);
+    let (mut of, mut ff, mut ofrag, mut ffrag) = (0, 0, 0, 0);
+    for r in 0..REPS {
+        // Fresh domains each time: the same sequence from the same empty state.
+        let ours = Domain::new(
+            Config {
+                start: 1,
+                limit,
+                max_live: 4096,
+                cache: true,
+            },
+            GFP_KERNEL,
+        )?;
+        let base = IovaDomain::new_with_rcaches(kernel::page::PAGE_SIZE, 1)?;
+        (o[r], of, ofrag) = churn(Backend::Ours(&ours), limit, steps)?;
+        (f[r], ff, ffrag) = churn(Backend::Fast(&base), limit, steps)?;
+    }
+    let (o, f) = (median(o), median(f));
     print_pair("churn", "fast", o, f);
     let ((oi, of3), (fi, ff3)) = (milli(ofrag), milli(ffrag));
     let (ri, rf) = milli(ratio_milli(ofrag, ffrag));
@@ -319,7 +357,11 @@ fn run_churn() -> Result {
         rf
     );
     pr_info!(
-        "bench-info: iova.churn steps={steps} live=256 failed allocations: ours={of} fast={ff}\n"
+        "bench-info: iova.churn steps={} live=256 reps={} (median; fresh domains each) failed allocations per rep: ours={} fast={}\n",
+        steps,
+        REPS,
+        of,
+        ff
     );
     Ok(())
 }
