@@ -245,7 +245,7 @@ pub(crate) struct Domain {
     caps: [usize; ORDERS],
     tree: Pin<KBox<SpinLock<Tree>>>,
     depot: Pin<KBox<SpinLock<Depot>>>,
-    live: LiveSet<KVVec<AtomicU64>>,
+    live: LiveSet<KVec<AtomicU64>>,
     /// Frees refused by the live set, and allocations it had no room for.
     live_bad_frees: AtomicU64,
     live_full: AtomicU64,
@@ -289,8 +289,12 @@ impl Domain {
             ),
             flags,
         )?;
-        let mut slots = KVVec::with_capacity(
-            LiveSet::<KVVec<AtomicU64>>::slots_needed(cfg.max_live),
+        // Physically contiguous (kmalloc, not kvmalloc): with a vmalloc fallback the live
+        // set cost four times as much per insert + remove on 7.3 under TCG (soft-TLB misses
+        // over 4 KiB mappings). A domain for 64 Ki live ranges needs 1 MiB here; if that
+        // fails, `new` fails with `ENOMEM`.
+        let mut slots = KVec::with_capacity(
+            LiveSet::<KVec<AtomicU64>>::slots_needed(cfg.max_live),
             flags,
         )?;
         while slots.len() < slots.capacity() {
