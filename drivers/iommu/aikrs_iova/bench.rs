@@ -80,11 +80,9 @@ fn per_sec(ops: u64, ns: i64) -> u64 {
     ops.saturating_mul(1_000_000_000) / ns as u64
 }
 
-/// Steady-state map/unmap of one size, as a DMA layer sees it: `live` ranges are
-/// allocated first (not timed), then each step frees a random live range and allocates a
-/// new one. Returns (ops/s of the timed part, failed allocations).
-fn fixed_steady(b: Backend<'_>, size: u64, live: &mut [u64], steps: u32, seed: u64) -> (u64, u64) {
-    let mut rng = Rng::new(seed | 1);
+/// Allocates a range of `size` into every slot of `live` (0 where that fails); returns
+/// the failures.
+fn fill(b: Backend<'_>, size: u64, live: &mut [u64]) -> u64 {
     let mut failed = 0;
     for slot in live.iter_mut() {
         *slot = b.alloc(size, LIMIT).unwrap_or_else(|| {
@@ -92,8 +90,29 @@ fn fixed_steady(b: Backend<'_>, size: u64, live: &mut [u64], steps: u32, seed: u
             0
         });
     }
-    let mut ops = 0u64;
-    let t0 = cpu::ktime_ns();
+    failed
+}
+
+/// Frees every range in `live` and clears the slots.
+fn empty(b: Backend<'_>, size: u64, live: &mut [u64]) {
+    for slot in live.iter_mut() {
+        if *slot != 0 {
+            b.free(*slot, size);
+            *slot = 0;
+        }
+    }
+}
+
+/// `steps` steps of the steady state of a DMA layer: free a random live range of
+/// `live`, allocate a new one in its slot. Returns (operations, failed allocations).
+fn churn_fixed(
+    b: Backend<'_>,
+    size: u64,
+    live: &mut [u64],
+    rng: &mut Rng,
+    steps: u32,
+) -> (u64, u64) {
+    let (mut ops, mut failed) = (0, 0);
     for _ in 0..steps {
         let i = rng.below(live.len() as u64) as usize;
         if let Some(slot) = live.get_mut(i) {
@@ -108,14 +127,20 @@ fn fixed_steady(b: Backend<'_>, size: u64, live: &mut [u64], steps: u32, seed: u
             ops += 1;
         }
     }
+    (ops, failed)
+}
+
+/// Steady-state map/unmap of one size on this CPU: `live` ranges are allocated first (not
+/// timed), then `steps` steps of [`churn_fixed`]. Returns (ops/s of the timed part,
+/// failed allocations).
+fn fixed_steady(b: Backend<'_>, size: u64, live: &mut [u64], steps: u32, seed: u64) -> (u64, u64) {
+    let mut rng = Rng::new(seed | 1);
+    let filled = fill(b, size, live);
+    let t0 = cpu::ktime_ns();
+    let (ops, failed) = churn_fixed(b, size, live, &mut rng, steps);
     let ns = cpu::ktime_ns() - t0;
-    for slot in live.iter_mut() {
-        if *slot != 0 {
-            b.free(*slot, size);
-            *slot = 0;
-        }
-    }
-    (per_sec(ops, ns), failed)
+    empty(b, size, live);
+    (per_sec(ops, ns), filled + failed)
 }
 
 /// All online CPUs at once, each running the steady state of `fixed_steady` with its own
@@ -130,9 +155,7 @@ fn time_all_cpus(b: Backend<'_>, size: u64, millis: i64) -> Result<(u64, u32)> {
     kthread::run_on_each_online_cpu(&|cpu_id| {
         let mut live = [0u64; W_CPU];
         let mut rng = Rng::new(u64::from(cpu_id) << 32 | 0x1357);
-        for slot in live.iter_mut() {
-            *slot = b.alloc(size, LIMIT).unwrap_or(0);
-        }
+        fill(b, size, &mut live);
         // Start together.
         ready.fetch_add(1, Ordering::AcqRel);
         while ready.load(Ordering::Acquire) < n {
@@ -143,25 +166,13 @@ fn time_all_cpus(b: Backend<'_>, size: u64, millis: i64) -> Result<(u64, u32)> {
         let mut o = 0;
         let mut t1 = t0;
         while t1 < deadline {
-            for _ in 0..32 {
-                let i = rng.below(W_CPU as u64) as usize;
-                if let Some(slot) = live.get_mut(i) {
-                    if *slot != 0 {
-                        b.free(*slot, size);
-                        o += 1;
-                    }
-                    *slot = b.alloc(size, LIMIT).unwrap_or(0);
-                    o += 1;
-                }
-            }
+            o += churn_fixed(b, size, &mut live, &mut rng, 32).0;
             t1 = cpu::ktime_ns();
         }
         t_start.fetch_min(t0, Ordering::AcqRel);
         t_end.fetch_max(t1, Ordering::AcqRel);
         ops.fetch_add(o, Ordering::AcqRel);
-        for &p in live.iter().filter(|&&p| p != 0) {
-            b.free(p, size);
-        }
+        empty(b, size, &mut live);
     })?;
     let ns = t_end.load(Ordering::Acquire) - t_start.load(Ordering::Acquire);
     Ok((per_sec(ops.load(Ordering::Acquire), ns), n))

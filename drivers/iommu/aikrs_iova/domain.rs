@@ -325,13 +325,14 @@ impl Domain {
         })
     }
 
-    /// The cached order of `size`, if it has one.
-    fn cache_order(&self, size: u64) -> Option<usize> {
+    /// The cached order of `size` and its magazine capacity, if it has one.
+    fn cache_order(&self, size: u64) -> Option<(usize, usize)> {
         if !size.is_power_of_two() {
             return None;
         }
         let k = size.trailing_zeros() as usize;
-        (self.caps.get(k).copied().unwrap_or(0) > 0).then_some(k)
+        let cap = self.caps.get(k).copied().unwrap_or(0);
+        (cap > 0).then_some((k, cap))
     }
 
     /// Records a live allocation of order `k`; false (counted) if the set is full.
@@ -384,10 +385,9 @@ impl Domain {
         if size == 0 || size > self.span || limit < self.start {
             return Err(EINVAL);
         }
-        let Some(k) = self.cache_order(size) else {
+        let Some((k, cap)) = self.cache_order(size) else {
             return self.tree_alloc(size, limit).map_err(errno);
         };
-        let cap = self.caps.get(k).copied().unwrap_or(0);
         // Fast path: this CPU's magazines (or a full one from the depot) and the live set,
         // in one interrupt-off section; spinlocks are taken with plain `lock()` in it,
         // which is `spin_lock_irqsave` since interrupts are already off.
@@ -455,7 +455,7 @@ impl Domain {
         if size == 0 {
             return Err(EINVAL);
         }
-        let Some(k) = self.cache_order(size) else {
+        let Some((k, cap)) = self.cache_order(size) else {
             return cpu::with_irqsave(&self.tree, |t| match t.alloc.free(pfn, size) {
                 Ok(()) => {
                     t.frees += 1;
@@ -472,7 +472,6 @@ impl Domain {
             self.live_bad_frees.fetch_add(1, Ordering::Relaxed);
             return Err(EINVAL);
         }
-        let cap = self.caps.get(k).copied().unwrap_or(0);
         // Fast path: park the range in this CPU's magazines, interrupts off (see `alloc`).
         let parked = self.cpus.with_local(|c| {
             let (Some(loaded), Some(prev)) = (c.loaded.get_mut(k), c.prev.get_mut(k)) else {

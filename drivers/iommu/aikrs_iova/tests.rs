@@ -3,8 +3,8 @@
 //! KUnit suite `aikrs_iova`: the kernel domain (locking, magazines, validation) on top of
 //! the range tree, which the host crate's property tests check in depth.
 
-use crate::rng::Rng;
 use crate::domain::{Config, Domain};
+use crate::rng::Rng;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::aikrs::{compat::swap_remove, iova::IovaDomain, kthread, kunit::Test};
 use kernel::prelude::*;

@@ -38,16 +38,9 @@ pub fn run_on_each_online_cpu(f: &(dyn Fn(u32) + Sync)) -> Result {
         0
     }
 
-    let cpus: crate::alloc::KVec<u32> = {
-        let mut v = crate::alloc::KVec::new();
-        for c in super::cpu::online_cpus() {
-            v.push(c, crate::alloc::flags::GFP_KERNEL)?;
-        }
-        v
-    };
     let done = AtomicU32::new(0);
-    let mut ctxs = crate::alloc::KVec::with_capacity(cpus.len(), crate::alloc::flags::GFP_KERNEL)?;
-    for &cpu in cpus.iter() {
+    let mut ctxs = crate::alloc::KVec::new();
+    for cpu in super::cpu::online_cpus() {
         ctxs.push(
             Ctx {
                 f,
@@ -57,7 +50,7 @@ pub fn run_on_each_online_cpu(f: &(dyn Fn(u32) + Sync)) -> Result {
             crate::alloc::flags::GFP_KERNEL,
         )?;
     }
-    let mut tasks = crate::alloc::KVec::with_capacity(cpus.len(), crate::alloc::flags::GFP_KERNEL)?;
+    let mut tasks = crate::alloc::KVec::with_capacity(ctxs.len(), crate::alloc::flags::GFP_KERNEL)?;
     let mut result = Ok(());
     for ctx in ctxs.iter() {
         // SAFETY: `thread_fn` matches the thread-function type; `ctx` stays valid until the
