@@ -7,7 +7,8 @@
 # itself builds them in (=y); this proves the module build on each kernel. Then boot
 # that kernel (QEMU, TCG, 2 vCPUs) with the modules in a busybox initramfs: insmod
 # each (its KUnit suites run at load), rmmod each, and check the KTAP results and
-# that the kernel reported no problem.
+# that the kernel reported no problem. The guest's status lines arrive on a second
+# serial port (build/linux-VER/modload.out), the kernel console in modload.log.
 #
 # Usage: scripts/modbuild.sh VER
 
@@ -65,10 +66,18 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mount -t devtmpfs dev /dev 2>/dev/null
+# Status lines go to the second serial port: the kernel console prints asynchronously
+# (7.x printer threads) and would split lines written to the same port.
+if (: >/dev/ttyS1) 2>/dev/null; then exec >/dev/ttyS1 2>&1; fi
 for m in /lib/modules/*.ko; do
 	if insmod "$m"; then echo "AIKRS-MOD: loaded ${m##*/}"; else echo "AIKRS-MOD: insmod ${m##*/} FAILED"; fi
 done
 lsmod
+# KUnit's own record of every suite that ran (built-in and from the modules).
+for d in /sys/kernel/debug/kunit/aikrs_*; do
+	[ -f "$d/results" ] && echo "AIKRS-MOD: kunit ${d##*/}: $(grep -E '^(not )?ok [0-9]+ ' "$d/results" | tail -n1)"
+done
 for m in /lib/modules/*.ko; do
 	n=${m##*/}; n=${n%.ko}
 	if rmmod "$n"; then echo "AIKRS-MOD: unloaded $n"; else echo "AIKRS-MOD: rmmod $n FAILED"; fi
@@ -80,20 +89,25 @@ chmod +x "$root/init"
 initrd=$AIK_BUILD/linux-$ver/initramfs-m.cpio.gz
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$initrd"
 qlog=$AIK_BUILD/linux-$ver/modload.log
+qout=$AIK_BUILD/linux-$ver/modload.out
+rm -f "$qout"
 step "loading the modules in QEMU (log: $qlog)"
 set +e
 timeout --foreground -k 10 600 qemu-system-x86_64 -nodefaults -nographic -no-reboot \
-	-accel tcg -cpu max -smp 2 -m 2048 -bios qboot.rom -serial stdio \
+	-accel tcg -cpu max -smp 2 -m 2048 -bios qboot.rom -serial stdio -serial "file:$qout" \
 	-kernel "$objm/arch/x86/boot/bzImage" -initrd "$initrd" \
 	-append "console=ttyS0 panic=-1 oops=panic kunit.filter_glob=aikrs_*" </dev/null >"$qlog" 2>&1
 set -e
 tr -d '\r' <"$qlog" >"$qlog.txt" && mv "$qlog.txt" "$qlog"
-grep -q '^AIKRS-MOD: done' "$qlog" || { note "the module guest did not finish"; rc=1; }
-grep -E 'AIKRS-MOD: .*FAILED' "$qlog" && rc=1
+touch "$qout"
+tr -d '\r' <"$qout" >"$qout.txt" && mv "$qout.txt" "$qout"
+grep -q '^AIKRS-MOD: done' "$qout" || { note "the module guest did not finish"; rc=1; }
+grep -E 'AIKRS-MOD: .*FAILED' "$qout" && rc=1
+grep -E '^AIKRS-MOD: kunit .*: not ok' "$qout" && { note "a KUnit suite failed (debugfs)"; rc=1; }
 if grep -m1 -E 'Kernel panic|BUG:|Oops|WARNING:|Call Trace:|UBSAN:|KASAN:' "$qlog"; then rc=1; fi
 grep -E '^(\[[^]]*\] )?(not )?ok [0-9]+ aikrs_' "$qlog" || true
 grep -qE '^(\[[^]]*\] )?not ok [0-9]+ aikrs_' "$qlog" && { note "a KUnit suite failed in a module"; rc=1; }
-loaded=$(grep -c '^AIKRS-MOD: loaded' "$qlog" || true)
+loaded=$(grep -c '^AIKRS-MOD: loaded' "$qout" || true)
 [ "$loaded" = ${#kos[@]} ] || { note "loaded $loaded of ${#kos[@]} modules"; rc=1; }
-[ $rc = 0 ] || die "module load test on Linux $ver failed (log: $qlog)"
+[ $rc = 0 ] || die "module load test on Linux $ver failed (logs: $qlog, $qout)"
 echo "modules on Linux $ver: ${#kos[@]} built as =m, loaded, KUnit passed, unloaded"
