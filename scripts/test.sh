@@ -80,6 +80,9 @@ for v in $vers; do
 		--append aikrs.guest_selftest=panic --expect-fail
 	single "$v" "$AIK_ROOT/scripts/guest.sh" "$v" --mode test --smp 2 --timeout 60 \
 		--append aikrs.guest_selftest=hang --expect-fail
+	# The TLB guest test must catch a revoke that skips its flush.
+	single "$v" "$AIK_ROOT/scripts/guest.sh" "$v" --mode test --smp 4 --timeout 300 \
+		--append "aikrs.only=tlb_test aikrs.tlb_negative_control" --expect-fail
 	# Our modules as =m: built, loaded (their KUnit suites run), unloaded.
 	single "$v" "$AIK_ROOT/scripts/modbuild.sh" "$v"
 done

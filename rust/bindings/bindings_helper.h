@@ -12,9 +12,17 @@
 #include <linux/delay.h>
 #include <linux/iova.h>
 #include <linux/kthread.h>
+#include <linux/miscdevice.h>
+#include <linux/mm.h>
 #include <linux/percpu.h>
 #include <linux/sched.h>
 #include <linux/smp.h>
 #include <linux/timekeeping.h>
+#include <linux/uaccess.h>
 #include <linux/version.h>
+#include <linux/vmalloc.h>
 
+
+#ifdef CONFIG_AIKRS_TLB_BATCH
+#include "aikrs_tlb.h"
+#endif

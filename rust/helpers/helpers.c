@@ -11,6 +11,8 @@
 #include <linux/irqflags.h>
 #include <linux/iova.h>
 #include <linux/kthread.h>
+#include <linux/mm.h>
+#include <linux/vmalloc.h>
 #include <linux/percpu.h>
 #include <linux/sched/task.h>
 #include <linux/smp.h>
@@ -171,3 +173,66 @@ __rust_helper void rust_helper_aikrs_kunit_mark_skipped(struct kunit *test,
 	kunit_mark_skipped(test, "%s", reason);
 }
 #endif
+
+/* Fields of `struct vm_fault` (const members of an anonymous struct). */
+__rust_helper struct vm_area_struct *rust_helper_aikrs_vmf_vma(struct vm_fault *vmf)
+{
+	return vmf->vma;
+}
+
+__rust_helper unsigned long rust_helper_aikrs_vmf_pgoff(struct vm_fault *vmf)
+{
+	return vmf->pgoff;
+}
+
+__rust_helper unsigned long rust_helper_aikrs_vmf_address(struct vm_fault *vmf)
+{
+	return vmf->address;
+}
+
+/* The mmap-time view of a vma: bounds, offset, whether it is a shared mapping. */
+__rust_helper void rust_helper_aikrs_vma_info(struct vm_area_struct *vma,
+					      unsigned long *start,
+					      unsigned long *end,
+					      unsigned long *pgoff, bool *shared)
+{
+	*start = vma->vm_start;
+	*end = vma->vm_end;
+	*pgoff = vma->vm_pgoff;
+	*shared = !!(vma->vm_flags & VM_SHARED);
+}
+
+__rust_helper void *rust_helper_aikrs_vma_private(struct vm_area_struct *vma)
+{
+	return vma->vm_private_data;
+}
+
+/*
+ * Turns a vma being mmap'ed into a PFN map of device memory, as buffer-object
+ * mappings are: no struct page refcounting or rmap (VM_PFNMAP), no expansion, not
+ * copied on fork, not dumped.
+ */
+__rust_helper void rust_helper_aikrs_vma_setup_pfnmap(struct vm_area_struct *vma,
+						      const struct vm_operations_struct *ops,
+						      void *private)
+{
+	vm_flags_set(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP | VM_DONTCOPY);
+	vma->vm_ops = ops;
+	vma->vm_private_data = private;
+}
+
+__rust_helper struct address_space *rust_helper_aikrs_file_mapping(struct file *file)
+{
+	return file->f_mapping;
+}
+
+__rust_helper unsigned long rust_helper_aikrs_page_to_pfn(struct page *page)
+{
+	return page_to_pfn(page);
+}
+
+/* vmap() with PAGE_KERNEL (a macro) for `kernel::aikrs::vmap`. */
+__rust_helper void *rust_helper_aikrs_vmap(struct page **pages, unsigned int count)
+{
+	return vmap(pages, count, VM_MAP, PAGE_KERNEL);
+}

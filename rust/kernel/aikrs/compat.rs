@@ -56,6 +56,24 @@ pub fn cmdline_has(word: &str) -> bool {
     })
 }
 
+/// The value of `name=value` on the kernel command line, parsed as a decimal `u64`.
+pub fn cmdline_u64(name: &str) -> Option<u64> {
+    cmdline_params().find_map(|param| {
+        let v = param.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+        let mut n = 0u64;
+        if v.is_empty() {
+            return None;
+        }
+        for &b in v {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        }
+        Some(n)
+    })
+}
+
 /// Returns whether the kernel command line holds `name=value` exactly.
 pub fn cmdline_is(name: &str, value: &str) -> bool {
     cmdline_params().any(|param| {
@@ -64,6 +82,12 @@ pub fn cmdline_is(name: &str, value: &str) -> bool {
             .and_then(|r| r.strip_prefix(b"="))
             == Some(value.as_bytes())
     })
+}
+
+/// Empties `v`, keeping its allocation (Linux 6.12's `Vec` has no `clear`).
+pub fn clear_copy<T: Copy, A: crate::alloc::Allocator>(v: &mut crate::alloc::Vec<T, A>) {
+    // SAFETY: 0 <= len; the elements are `Copy`, so nothing needs dropping.
+    unsafe { v.set_len(0) };
 }
 
 /// Removes element `i` of `v` by moving the last element into its place (Linux 6.12's

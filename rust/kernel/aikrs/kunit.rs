@@ -262,9 +262,26 @@ macro_rules! aikrs_expect {
     }};
 }
 
-/// Expects `$left == $right`; on failure prints both values. Evaluates to the comparison.
+/// Expects `$left == $right`; on failure prints both values (and an optional message
+/// naming the check). Evaluates to the comparison.
 #[macro_export]
 macro_rules! aikrs_expect_eq {
+    ($t:expr, $left:expr, $right:expr, $msg:literal $(,)?) => {{
+        match (&$left, &$right) {
+            (l, r) => {
+                let ok = *l == *r;
+                if !ok {
+                    $t.fail(
+                        concat!(file!(), "\0"),
+                        line!(),
+                        concat!(stringify!($left), " == ", stringify!($right), "\0"),
+                        format_args!("{}: left: {:?}, right: {:?}", $msg, l, r),
+                    );
+                }
+                ok
+            }
+        }
+    }};
     ($t:expr, $left:expr, $right:expr $(,)?) => {{
         match (&$left, &$right) {
             (l, r) => {

@@ -16,6 +16,16 @@ pub mod debugfs;
 #[cfg(CONFIG_IOMMU_IOVA)]
 pub mod iova;
 pub mod kthread;
+pub mod mapping;
+pub mod miscdev;
 #[cfg(CONFIG_KUNIT)]
 pub mod kunit;
 pub mod percpu;
+#[cfg(CONFIG_AIKRS_TLB_BATCH)]
+pub mod tlb;
+/// The `core`-only TLB flush planner (host crate `mm/aikrs_tlb/core`, tested there).
+#[cfg(CONFIG_AIKRS_TLB_BATCH)]
+#[path = "../../../mm/aikrs_tlb/core/src/plan.rs"]
+#[allow(dead_code, unreachable_pub)]
+pub mod tlb_plan;
+pub mod vmap;

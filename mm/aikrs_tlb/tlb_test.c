@@ -1,0 +1,435 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Guest test of ai-kernel-rs batched TLB invalidation through /dev/aikrs_tlb (KTAP).
+ *
+ * The core case: reader threads pinned on every vCPU read the stamps of many mapped
+ * buffers in a loop while the main thread revokes them all (batched, remapped to new
+ * pages) again and again. After a revoke returns, the main thread publishes the new
+ * phase; a read that began after a reader saw that phase must return the new
+ * generation. A CPU that kept a stale translation would read the old page, which the
+ * driver has poisoned by then: caught as "stale". The same runs the kernel's way (one
+ * unmap_mapping_pages per buffer) and with two processes sharing the buffers (several
+ * address spaces in one batch). Bad input gets an error code.
+ *
+ * With aikrs.tlb_negative_control on the kernel command line (scripts/test.sh boots
+ * one guest so) the batched revoke skips its flush: the test must then FAIL, which
+ * proves it can see a missed flush.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "aikrs_tlb_uapi.h"
+
+#define NOFLUSH (1U << 31)
+#define PAGE 4096UL
+
+static int ntest, nfail;
+
+static void result(int ok, const char *name, const char *why)
+{
+	ntest++;
+	if (!ok)
+		nfail++;
+	printf("%s %d %s%s%s\n", ok ? "ok" : "not ok", ntest, name, ok || !why ? "" : " # ", ok || !why ? "" : why);
+	fflush(stdout);
+}
+
+static int dev_open(void)
+{
+	int fd = open("/dev/aikrs_tlb", O_RDWR);
+
+	if (fd < 0) {
+		printf("# open /dev/aikrs_tlb: %s\n", strerror(errno));
+		exit(1);
+	}
+	return fd;
+}
+
+struct bufs {
+	int fd;
+	unsigned int n;
+	uint64_t offset;
+	volatile uint64_t **map;
+};
+
+static int bufs_map(struct bufs *b)
+{
+	unsigned int i;
+
+	b->map = calloc(b->n, sizeof(*b->map));
+	for (i = 0; i < b->n; i++) {
+		void *p = mmap(NULL, PAGE, PROT_READ, MAP_SHARED, b->fd, b->offset + i * PAGE);
+
+		if (p == MAP_FAILED)
+			return -1;
+		b->map[i] = p;
+	}
+	return 0;
+}
+
+static int bufs_create(struct bufs *b, unsigned int n)
+{
+	struct aikrs_tlb_create c = { .count = n, .pages = 1 };
+
+	b->fd = dev_open();
+	b->n = n;
+	if (ioctl(b->fd, AIKRS_TLB_IOC_CREATE, &c))
+		return -1;
+	b->offset = c.offset;
+	return bufs_map(b);
+}
+
+static void bufs_destroy(struct bufs *b)
+{
+	unsigned int i;
+
+	for (i = 0; i < b->n; i++)
+		munmap((void *)b->map[i], PAGE);
+	free(b->map);
+	close(b->fd);
+}
+
+static int do_revoke(int fd, unsigned int first, unsigned int count, unsigned int flags,
+		  struct aikrs_tlb_revoke *out)
+{
+	struct aikrs_tlb_revoke r = { .first = first, .count = count, .flags = flags };
+	int ret = ioctl(fd, AIKRS_TLB_IOC_REVOKE, &r);
+
+	if (out)
+		*out = r;
+	return ret ? -errno : 0;
+}
+
+/* ---- the stale-read check ---- */
+
+struct shared {
+	_Atomic unsigned int phase;	/* revokes completed */
+	_Atomic int stop;
+	_Atomic int child_ready;
+	_Atomic unsigned long stale, poison, reads, late;
+};
+
+struct reader {
+	struct shared *s;
+	struct bufs *b;
+	int cpu;
+};
+
+static void pin(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	sched_setaffinity(0, sizeof(set), &set);
+}
+
+/*
+ * Reads every buffer in turn. The generation after k completed revokes is k + 1; a
+ * read begun after seeing phase k must return at least k + 1.
+ */
+static void read_loop(struct shared *s, struct bufs *b)
+{
+	unsigned int i;
+
+	while (!atomic_load(&s->stop)) {
+		for (i = 0; i < b->n; i++) {
+			unsigned int k = atomic_load_explicit(&s->phase, memory_order_acquire);
+			uint64_t v = *b->map[i];
+			unsigned int gen = (uint32_t)v;
+
+			atomic_fetch_add_explicit(&s->reads, 1, memory_order_relaxed);
+			if (v == AIKRS_TLB_POISON)
+				atomic_fetch_add(&s->poison, 1);
+			else if (v >> 32 != i)
+				atomic_fetch_add(&s->stale, 1);
+			else if (gen < k + 1)
+				atomic_fetch_add(&s->stale, 1);
+			else if (gen > k + 2)
+				/* Not an error: the reader was preempted after loading the phase. */
+				atomic_fetch_add(&s->late, 1);
+		}
+	}
+}
+
+static void *reader_fn(void *arg)
+{
+	struct reader *r = arg;
+
+	pin(r->cpu);
+	read_loop(r->s, r->b);
+	return NULL;
+}
+
+/*
+ * `rounds` revokes of all `n` buffers with `flags`, readers on every CPU. With
+ * `child`, a second process maps the same buffers (same open file) and reads too.
+ */
+static int stale_check(const char *name, unsigned int n, unsigned int rounds,
+		       unsigned int flags, int child, int expect_stale)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	struct shared *s = mmap(NULL, sizeof(*s), PROT_READ | PROT_WRITE,
+				MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	pthread_t th[64];
+	struct reader rd[64];
+	struct bufs b;
+	unsigned int k;
+	pid_t pid = -1;
+	char why[256];
+	int i, err = 0, ok;
+	uint64_t ptes = 0, rnds = 0;
+
+	memset(s, 0, sizeof(*s));
+	if (bufs_create(&b, n)) {
+		result(0, name, "create/mmap failed");
+		return -1;
+	}
+	if (child) {
+		pid = fork();
+		if (pid == 0) {
+			/*
+			 * Mappings are not inherited (VM_DONTCOPY): map the same buffers of
+			 * the same open file again, in this second address space.
+			 */
+			struct bufs cb = { .fd = b.fd, .n = n, .offset = b.offset };
+
+			pin(ncpu - 1);
+			if (bufs_map(&cb))
+				_exit(1);
+			atomic_store(&s->child_ready, 1);
+			read_loop(s, &cb);
+			_exit(0);
+		}
+		while (!atomic_load(&s->child_ready))
+			usleep(1000);
+	}
+	for (i = 0; i < ncpu && i < 64; i++) {
+		rd[i] = (struct reader){ .s = s, .b = &b, .cpu = i };
+		pthread_create(&th[i], NULL, reader_fn, &rd[i]);
+	}
+	pin(0);
+	usleep(20000);
+	for (k = 0; k < rounds && !err; k++) {
+		struct aikrs_tlb_revoke r;
+
+		err = do_revoke(b.fd, 0, n, flags, &r);
+		ptes += r.ptes;
+		rnds += r.rounds;
+		atomic_store_explicit(&s->phase, k + 1, memory_order_release);
+		usleep(2000);
+	}
+	usleep(20000);
+	atomic_store(&s->stop, 1);
+	for (i = 0; i < ncpu && i < 64; i++)
+		pthread_join(th[i], NULL);
+	if (pid > 0)
+		waitpid(pid, NULL, 0);
+	snprintf(why, sizeof(why),
+		 "%lu reads, %lu stale, %lu poisoned, %lu late, %llu ptes cleared, %llu rounds, err %d",
+		 atomic_load(&s->reads), atomic_load(&s->stale), atomic_load(&s->poison),
+		 atomic_load(&s->late), (unsigned long long)ptes, (unsigned long long)rnds, err);
+	printf("# %s: %ld CPUs, %u buffers, %u revokes: %s\n", name, ncpu, n, rounds, why);
+	if (expect_stale)
+		ok = !err && atomic_load(&s->stale) + atomic_load(&s->poison) > 0;
+	else
+		ok = !err && !atomic_load(&s->stale) && !atomic_load(&s->poison) &&
+		     atomic_load(&s->reads) > 0 &&
+		     /* Batched: every revoke cleared entries in exactly one round. */
+		     (!(flags & AIKRS_TLB_REVOKE_BATCHED) || (ptes > 0 && rnds == rounds));
+	result(ok, name, why);
+	bufs_destroy(&b);
+	munmap(s, sizeof(*s));
+	return ok ? 0 : -1;
+}
+
+/* ---- bad input ---- */
+
+#define EXPECT_ERR(call, e, what)                                                    \
+	do {                                                                         \
+		int __r = (call);                                                    \
+		if (!(__r == -1 && errno == (e))) {                                  \
+			printf("# %s: got %d errno %d, want errno %d\n", what, __r,  \
+			       __r ? errno : 0, e);                                  \
+			bad++;                                                       \
+		}                                                                    \
+	} while (0)
+
+static void bad_input(void)
+{
+	struct aikrs_tlb_create c = { .count = 4, .pages = 1 };
+	struct aikrs_tlb_revoke r;
+	struct aikrs_tlb_stats st;
+	int fd = dev_open(), bad = 0;
+	void *p;
+
+	/* Before CREATE nothing can be mapped or revoked. */
+	memset(&r, 0, sizeof(r));
+	r.count = 1;
+	EXPECT_ERR(ioctl(fd, AIKRS_TLB_IOC_REVOKE, &r), EINVAL, "revoke before create");
+	p = mmap(NULL, PAGE, PROT_READ, MAP_SHARED, fd, 0);
+	if (p != MAP_FAILED || errno != EINVAL) {
+		printf("# mmap before create: %p errno %d\n", p, errno);
+		bad++;
+	}
+	EXPECT_ERR(ioctl(fd, AIKRS_TLB_IOC_CREATE, (void *)8), EFAULT, "create, bad pointer");
+	EXPECT_ERR(ioctl(fd, _IOWR(AIKRS_TLB_IOC_MAGIC, 0x7f, struct aikrs_tlb_create), &c), ENOTTY,
+		   "unknown command");
+	c.count = 0;
+	EXPECT_ERR(ioctl(fd, AIKRS_TLB_IOC_CREATE, &c), EINVAL, "zero buffers");
+	c.count = AIKRS_TLB_MAX_BUFS + 1;
+	EXPECT_ERR(ioctl(fd, AIKRS_TLB_IOC_CREATE, &c), EINVAL, "too many buffers");
+	c.count = 4;
+	c.pages = 0;
+	EXPECT_ERR(ioctl(fd, AIKRS_TLB_IOC_CREATE, &c), EINVAL, "zero pages");
+	c.pages = AIKRS_TLB_MAX_PAGES + 1;
+	EXPECT_ERR(ioctl(fd, AIKRS_TLB_IOC_CREATE, &c), EINVAL, "too many pages");
+	c.pages = 2;
+	if (ioctl(fd, AIKRS_TLB_IOC_CREATE, &c)) {
+		printf("# create: %s\n", strerror(errno));
+		bad++;
+	}
+	EXPECT_ERR(ioctl(fd, AIKRS_TLB_IOC_CREATE, &c), EBUSY, "second create");
+
+	/* mmap: whole buffers only, shared only, inside the file's buffers. */
+	p = mmap(NULL, 2 * PAGE, PROT_READ, MAP_PRIVATE, fd, c.offset);
+	if (p != MAP_FAILED) { printf("# private mapping accepted\n"); bad++; }
+	p = mmap(NULL, PAGE, PROT_READ, MAP_SHARED, fd, c.offset);
+	if (p != MAP_FAILED) { printf("# half a buffer accepted\n"); bad++; }
+	p = mmap(NULL, 2 * PAGE, PROT_READ, MAP_SHARED, fd, c.offset + PAGE);
+	if (p != MAP_FAILED) { printf("# unaligned buffer offset accepted\n"); bad++; }
+	p = mmap(NULL, 2 * PAGE, PROT_READ, MAP_SHARED, fd, c.offset + 8 * PAGE);
+	if (p != MAP_FAILED) { printf("# offset past the buffers accepted\n"); bad++; }
+	p = mmap(NULL, 2 * PAGE, PROT_READ, MAP_SHARED, fd, 0);
+	if (p != MAP_FAILED) { printf("# offset of another file accepted\n"); bad++; }
+
+	/* revoke: range, flags, padding, pointer. */
+	struct { unsigned int first, count, flags, pad; int e; const char *what; } cases[] = {
+		{ 0, 0, AIKRS_TLB_REVOKE_BATCHED, 0, EINVAL, "count 0" },
+		{ 4, 1, AIKRS_TLB_REVOKE_BATCHED, 0, EINVAL, "first past the end" },
+		{ 1, 4, AIKRS_TLB_REVOKE_BATCHED, 0, EINVAL, "range past the end" },
+		{ 1, 0xffffffffU, AIKRS_TLB_REVOKE_BATCHED, 0, EINVAL, "count overflows" },
+		{ 0, 1, 1U << 5, 0, EINVAL, "unknown flag" },
+		{ 0, 1, AIKRS_TLB_REVOKE_BATCHED, 1, EINVAL, "padding not zero" },
+		{ 0, 1, AIKRS_TLB_REVOKE_REMAP, 1, EINVAL, "padding not zero, one by one" },
+		{ 0, 1, NOFLUSH, 0, EINVAL, "no-flush without batching" },
+	};
+	for (unsigned int i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memset(&r, 0, sizeof(r));
+		r.first = cases[i].first;
+		r.count = cases[i].count;
+		r.flags = cases[i].flags;
+		r.pad = cases[i].pad;
+		EXPECT_ERR(ioctl(fd, AIKRS_TLB_IOC_REVOKE, &r), cases[i].e, cases[i].what);
+	}
+	EXPECT_ERR(ioctl(fd, AIKRS_TLB_IOC_REVOKE, (void *)16), EFAULT, "revoke, bad pointer");
+	EXPECT_ERR(ioctl(fd, AIKRS_TLB_IOC_STATS, (void *)16), EFAULT, "stats, bad pointer");
+
+	/* Nothing mapped: a batched revoke clears nothing and flushes nothing (no-op). */
+	if (do_revoke(fd, 0, 4, AIKRS_TLB_REVOKE_BATCHED, &r) || r.ptes || r.rounds) {
+		printf("# revoke of unmapped buffers: ptes %llu rounds %llu\n",
+		       (unsigned long long)r.ptes, (unsigned long long)r.rounds);
+		bad++;
+	}
+	if (ioctl(fd, AIKRS_TLB_IOC_STATS, &st)) {
+		printf("# stats: %s\n", strerror(errno));
+		bad++;
+	}
+	close(fd);
+	result(!bad, "bad_input", bad ? "see the lines above" : NULL);
+}
+
+/* A file closed while its buffers are mapped: the mappings keep working until unmapped. */
+static void close_while_mapped(void)
+{
+	struct bufs b;
+	uint64_t v0, v1;
+	int ok;
+
+	if (bufs_create(&b, 8)) {
+		result(0, "close_while_mapped", "create failed");
+		return;
+	}
+	v0 = *b.map[3];
+	close(b.fd);
+	v1 = *b.map[3];
+	ok = v0 == ((3ULL << 32) | 1) && v1 == v0;
+	for (unsigned int i = 0; i < b.n; i++)
+		munmap((void *)b.map[i], PAGE);
+	free(b.map);
+	result(ok, "close_while_mapped", ok ? NULL : "wrong stamp");
+}
+
+/* The counters move as documented: one round per batched revoke, requests merged. */
+static void counters(void)
+{
+	struct aikrs_tlb_stats s0, s1;
+	struct aikrs_tlb_revoke r;
+	struct bufs b;
+	char why[200];
+	int ok;
+
+	if (bufs_create(&b, 64)) {
+		result(0, "counters", "create failed");
+		return;
+	}
+	for (unsigned int i = 0; i < b.n; i++)
+		(void)*b.map[i];
+	ioctl(b.fd, AIKRS_TLB_IOC_STATS, &s0);
+	do_revoke(b.fd, 0, b.n, AIKRS_TLB_REVOKE_BATCHED, &r);
+	ioctl(b.fd, AIKRS_TLB_IOC_STATS, &s1);
+	snprintf(why, sizeof(why), "requests +%llu, rounds +%llu, revokes +%llu, ptes %llu",
+		 (unsigned long long)(s1.requests - s0.requests),
+		 (unsigned long long)(s1.rounds - s0.rounds),
+		 (unsigned long long)(s1.revokes - s0.revokes), (unsigned long long)r.ptes);
+	printf("# counters: %s\n", why);
+	ok = s1.requests - s0.requests == 64 && s1.rounds - s0.rounds == 1 &&
+	     s1.revokes - s0.revokes == 1 && r.ptes == 64 && r.rounds == 1 &&
+	     s1.full + s1.per_page > s0.full + s0.per_page;
+	bufs_destroy(&b);
+	result(ok, "counters", why);
+}
+
+int main(int argc, char **argv)
+{
+	unsigned int B = AIKRS_TLB_REVOKE_BATCHED, R = AIKRS_TLB_REVOKE_REMAP;
+
+	char cmdline[4096] = "";
+	FILE *f = fopen("/proc/cmdline", "r");
+
+	if (f) {
+		if (!fgets(cmdline, sizeof(cmdline), f))
+			cmdline[0] = 0;
+		fclose(f);
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	printf("KTAP version 1\n");
+	if ((argc > 1 && !strcmp(argv[1], "negative")) ||
+	    strstr(cmdline, "aikrs.tlb_negative_control")) {
+		printf("1..1\n");
+		stale_check("negative_control_noflush", 256, 20, B | R | NOFLUSH, 0, 0);
+		return nfail ? 1 : 0;
+	}
+	printf("1..7\n");
+	stale_check("batched_revoke_no_stale_read", 256, 30, B | R, 0, 0);
+	stale_check("batched_revoke_small_per_page", 8, 30, B | R, 0, 0);
+	stale_check("batched_revoke_two_processes", 64, 20, B | R, 1, 0);
+	stale_check("one_by_one_revoke_no_stale_read", 64, 10, R, 0, 0);
+	bad_input();
+	close_while_mapped();
+	counters();
+	return nfail ? 1 : 0;
+}
