@@ -136,6 +136,15 @@ void aikrs_tlb_mm_cpumask(struct mm_struct *mm, unsigned long *words,
 			words[cpu / BITS_PER_LONG] |= 1UL << (cpu % BITS_PER_LONG);
 }
 
+/* The vmas mapping pages [first, last] of a file (the macro was renamed in 7.x). */
+#ifdef mapping_rmap_tree_foreach
+#define aikrs_for_each_mapping_vma(vma, mapping, first, last) \
+	mapping_rmap_tree_foreach(vma, mapping, first, last)
+#else
+#define aikrs_for_each_mapping_vma(vma, mapping, first, last) \
+	vma_interval_tree_foreach(vma, &(mapping)->i_mmap, first, last)
+#endif
+
 struct aikrs_tlb_zap {
 	struct mm_struct *mm;
 	u64 cleared;
@@ -187,7 +196,7 @@ int aikrs_tlb_zap_mapping_noflush(struct address_space *mapping, pgoff_t first,
 	if (!nr || last < first)
 		return -EINVAL;
 	i_mmap_lock_read(mapping);
-	vma_interval_tree_foreach(vma, &mapping->i_mmap, first, last) {
+	aikrs_for_each_mapping_vma(vma, mapping, first, last) {
 		struct mmu_notifier_range range;
 		struct aikrs_tlb_zap z = { .mm = vma->vm_mm };
 		pgoff_t vfirst = max(first, vma->vm_pgoff);

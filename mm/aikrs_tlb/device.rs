@@ -21,6 +21,7 @@
 
 use kernel::{
     aikrs::{
+        compat::user_slice,
         cpu::ktime_ns,
         debugfs::Counters,
         miscdev::{page_pfn, Fault, FileOps, OpenFile, VmaNew},
@@ -31,7 +32,6 @@ use kernel::{
     page::{Page, PAGE_SIZE},
     prelude::*,
     sync::Mutex,
-    uaccess::UserSlice,
 };
 use core::{
     pin::Pin,
@@ -163,7 +163,7 @@ fn get_u32(b: &[u8], at: usize) -> u32 {
 impl TlbFile {
     fn create(&self, arg: usize) -> Result<isize> {
         let mut raw = [0u8; CREATE_SIZE];
-        let (mut reader, mut writer) = UserSlice::new(arg as _, CREATE_SIZE).reader_writer();
+        let (mut reader, mut writer) = user_slice(arg, CREATE_SIZE).reader_writer();
         reader.read_slice(&mut raw)?;
         let (count, pages) = (get_u32(&raw, 0), get_u32(&raw, 4));
         if count == 0 || count > MAX_BUFS || pages == 0 || pages > MAX_PAGES {
@@ -195,7 +195,7 @@ impl TlbFile {
 
     fn revoke(&self, arg: usize) -> Result<isize> {
         let mut raw = [0u8; REVOKE_SIZE];
-        let (mut reader, mut writer) = UserSlice::new(arg as _, REVOKE_SIZE).reader_writer();
+        let (mut reader, mut writer) = user_slice(arg, REVOKE_SIZE).reader_writer();
         reader.read_slice(&mut raw)?;
         let (first, count, flags, pad) =
             (get_u32(&raw, 0), get_u32(&raw, 4), get_u32(&raw, 8), get_u32(&raw, 12));
@@ -319,7 +319,7 @@ impl TlbFile {
         for i in 0..ctr::N {
             raw[i * 8..i * 8 + 8].copy_from_slice(&self.dev.counters.get(i).to_ne_bytes());
         }
-        UserSlice::new(arg as _, STATS_SIZE).writer().write_slice(&raw)?;
+        user_slice(arg, STATS_SIZE).writer().write_slice(&raw)?;
         Ok(0)
     }
 }

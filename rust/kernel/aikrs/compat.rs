@@ -84,10 +84,26 @@ pub fn cmdline_is(name: &str, value: &str) -> bool {
     })
 }
 
-/// Empties `v`, keeping its allocation (Linux 6.12's `Vec` has no `clear`).
+/// The user memory `[addr, addr + len)` (an ioctl argument, say) for copying in and out:
+/// Linux 6.12's `UserPtr` is a `usize`, 7.x's a type of its own.
+pub fn user_slice(addr: usize, len: usize) -> crate::uaccess::UserSlice {
+    #[cfg(CONFIG_AIKRS_LINUX_GE_7)]
+    let ptr = crate::uaccess::UserPtr::from_addr(addr);
+    #[cfg(not(CONFIG_AIKRS_LINUX_GE_7))]
+    let ptr = addr;
+    crate::uaccess::UserSlice::new(ptr, len)
+}
+
+/// Empties `v`, keeping its allocation (Linux 6.12's `Vec` has no `clear`, 7.x's no
+/// public `set_len`).
 pub fn clear_copy<T: Copy, A: crate::alloc::Allocator>(v: &mut crate::alloc::Vec<T, A>) {
+    #[cfg(CONFIG_AIKRS_LINUX_GE_7)]
+    v.clear();
     // SAFETY: 0 <= len; the elements are `Copy`, so nothing needs dropping.
-    unsafe { v.set_len(0) };
+    #[cfg(not(CONFIG_AIKRS_LINUX_GE_7))]
+    unsafe {
+        v.set_len(0)
+    };
 }
 
 /// Removes element `i` of `v` by moving the last element into its place (Linux 6.12's
