@@ -93,6 +93,15 @@ void aikrs_tlb_flush_all(void)
 	flush_tlb_all();
 }
 
+/*
+ * flush_tlb_all() does not tell secondary TLBs (IOMMU SVA) what
+ * flush_tlb_mm_range() and arch_tlbbatch_add_pending() tell them.
+ */
+void aikrs_tlb_notify_secondary(struct mm_struct *mm)
+{
+	mmu_notifier_arch_invalidate_secondary_tlbs(mm, 0, -1UL);
+}
+
 u64 aikrs_tlb_task_size_max(void)
 {
 	return TASK_SIZE_MAX;
@@ -157,6 +166,8 @@ static int aikrs_tlb_clear_pte(pte_t *pte, unsigned long addr, void *data)
 
 	if (pte_none(old))
 		return 0;
+	if (!pte_present(old))
+		return -EINVAL;
 	/*
 	 * User mappings: only special (PFN-map) entries. They hold no page reference,
 	 * map count or RSS, so clearing one needs nothing but the TLB flush that the
@@ -204,7 +215,12 @@ int aikrs_tlb_zap_mapping_noflush(struct address_space *mapping, pgoff_t first,
 		unsigned long start = vma->vm_start + ((vfirst - vma->vm_pgoff) << PAGE_SHIFT);
 		unsigned long end = vma->vm_start + ((vlast - vma->vm_pgoff + 1) << PAGE_SHIFT);
 
-		if (!(vma->vm_flags & VM_PFNMAP)) {
+		/*
+		 * 4 KiB PFN maps only: huge PFN entries (a vma with ->huge_fault)
+		 * are not walked by apply_to_existing_page_range().
+		 */
+		if (!(vma->vm_flags & VM_PFNMAP) ||
+		    (vma->vm_ops && vma->vm_ops->huge_fault)) {
 			ret = -EINVAL;
 			break;
 		}
@@ -222,14 +238,21 @@ int aikrs_tlb_zap_mapping_noflush(struct address_space *mapping, pgoff_t first,
 						   aikrs_tlb_clear_pte, &z);
 		mmu_notifier_invalidate_range_end(&range);
 		*cleared += z.cleared;
-		if (!ret)
-			ret = cb(ctx, vma->vm_mm, start, end);
-		if (ret) {
-			/* Never leave a cleared entry unflushed. */
+		if (!z.cleared) {
+			/* Nothing cleared, nothing to flush. */
+			aikrs_tlb_mm_pending_dec(vma->vm_mm);
+		} else if (ret || cb(ctx, vma->vm_mm, start, end)) {
+			/*
+			 * Never leave a cleared entry unflushed: flush this mm now, then go
+			 * on (a failed callback only costs this vma its batching).
+			 */
 			aikrs_tlb_flush_mm(vma->vm_mm);
 			aikrs_tlb_mm_pending_dec(vma->vm_mm);
-			break;
+		} else {
+			continue;
 		}
+		if (ret)
+			break;
 	}
 	i_mmap_unlock_read(mapping);
 	return ret;

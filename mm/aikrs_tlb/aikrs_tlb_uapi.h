@@ -11,9 +11,13 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-/* At most this many buffers per open file, of 1..AIKRS_TLB_MAX_PAGES pages each. */
+/*
+ * At most AIKRS_TLB_MAX_BUFS buffers per open file, of 1..AIKRS_TLB_MAX_PAGES pages
+ * each, and at most AIKRS_TLB_MAX_FILE_PAGES pages (256 MiB) in all.
+ */
 #define AIKRS_TLB_MAX_BUFS	65536
 #define AIKRS_TLB_MAX_PAGES	16
+#define AIKRS_TLB_MAX_FILE_PAGES	65536
 
 /*
  * The first 8 bytes of every page of a buffer hold its stamp:

@@ -27,7 +27,7 @@ use kernel::{
         miscdev::{page_pfn, Fault, FileOps, OpenFile, VmaNew},
         tlb::{self, AddressSpace, Batch},
     },
-    alloc::{flags::GFP_KERNEL, KBox, KVec},
+    alloc::{flags::GFP_KERNEL, KBox, KVVec},
     new_mutex,
     page::{Page, PAGE_SIZE},
     prelude::*,
@@ -41,6 +41,10 @@ use core::{
 /// Limits and layout of the ABI (`aikrs_tlb_uapi.h`).
 pub(crate) const MAX_BUFS: u32 = 65536;
 pub(crate) const MAX_PAGES: u32 = 16;
+/// At most this many pages (256 MiB) per open file, whatever `count * pages` asks.
+pub(crate) const MAX_FILE_PAGES: usize = 65536;
+/// Ranges a batch holds before it compacts (merges) or flushes early.
+const BATCH_CAPACITY: usize = 1024;
 pub(crate) const POISON: u64 = 0x5ea1_ed0f_f1ce_5ea1;
 pub(crate) const REVOKE_BATCHED: u32 = 1 << 0;
 pub(crate) const REVOKE_REMAP: u32 = 1 << 1;
@@ -59,6 +63,8 @@ const IOC_STATS: u32 = kernel::ioctl::_IOR::<[u8; STATS_SIZE]>(IOC_MAGIC, 2);
 /// Offsets of each file's buffers: 2^24 pages (64 GiB of offset space) per file, enough
 /// for `MAX_BUFS * MAX_PAGES` pages.
 const FILE_SPAN_PAGES: u64 = 1 << 24;
+/// Files opened over the device's lifetime: their offsets must fit `loff_t` (2^63 bytes).
+const MAX_FILES: u64 = 1 << 26;
 
 /// Quarantined pages above this are freed (they are flushed and poisoned already).
 const QUARANTINE_MAX: usize = 16384;
@@ -127,11 +133,11 @@ struct Bufs {
     /// Pages per buffer; 0 until `CREATE`.
     pages: u32,
     /// `count * pages` pages, buffer by buffer.
-    backing: KVec<Page>,
+    backing: KVVec<Page>,
     /// Generation of each buffer's current backing.
-    gens: KVec<u32>,
+    gens: KVVec<u32>,
     /// Replaced pages: flushed and poisoned, kept so a stale translation reads poison.
-    quarantine: KVec<Page>,
+    quarantine: KVVec<Page>,
 }
 
 /// An open file of `/dev/aikrs_tlb`.
@@ -169,13 +175,17 @@ impl TlbFile {
         if count == 0 || count > MAX_BUFS || pages == 0 || pages > MAX_PAGES {
             return Err(EINVAL);
         }
-        let mut b = self.bufs.lock();
-        if b.pages != 0 {
+        let total = count as usize * pages as usize;
+        if total > MAX_FILE_PAGES {
+            return Err(EINVAL);
+        }
+        if self.bufs.lock().pages != 0 {
             return Err(EBUSY);
         }
-        let total = count as usize * pages as usize;
-        let mut backing = KVec::with_capacity(total, GFP_KERNEL)?;
-        let mut gens = KVec::with_capacity(count as usize, GFP_KERNEL)?;
+        // Allocate without the lock (`mmap` and faults take it under `mmap_lock`), and
+        // never touch user memory under it either.
+        let mut backing = KVVec::with_capacity(total, GFP_KERNEL)?;
+        let mut gens = KVVec::with_capacity(count as usize, GFP_KERNEL)?;
         for i in 0..total {
             let p = Page::alloc_page(GFP_KERNEL | kernel::alloc::flags::__GFP_ZERO)?;
             stamp(&p, (i / pages as usize) as u32, 1)?;
@@ -184,12 +194,18 @@ impl TlbFile {
         for _ in 0..count {
             gens.push(1, GFP_KERNEL)?;
         }
+        {
+            let mut b = self.bufs.lock();
+            if b.pages != 0 {
+                return Err(EBUSY);
+            }
+            b.backing = backing;
+            b.gens = gens;
+            b.pages = pages;
+        }
         let offset = self.base * PAGE_SIZE as u64;
         raw[8..16].copy_from_slice(&offset.to_ne_bytes());
         writer.write_slice(&raw)?;
-        b.backing = backing;
-        b.gens = gens;
-        b.pages = pages;
         Ok(0)
     }
 
@@ -207,56 +223,65 @@ impl TlbFile {
         if noflush && (!self.dev.negative_control || flags & REVOKE_BATCHED == 0) {
             return Err(EINVAL);
         }
-        let (pp, fresh) = {
+        let pp = {
             let b = self.bufs.lock();
             let nbufs = b.gens.len() as u32;
             if b.pages == 0 || count == 0 || first >= nbufs || count > nbufs - first {
                 return Err(EINVAL);
             }
-            let pp = b.pages as usize;
-            // Allocate every new page before changing anything: a failure changes nothing.
-            let mut fresh = KVec::new();
-            if flags & REVOKE_REMAP != 0 {
-                fresh = KVec::with_capacity(count as usize * pp, GFP_KERNEL)?;
-                for i in 0..count as usize * pp {
-                    let idx = first + (i / pp) as u32;
-                    let p = Page::alloc_page(GFP_KERNEL | kernel::alloc::flags::__GFP_ZERO)?;
-                    stamp(&p, idx, b.gens[idx as usize].wrapping_add(1))?;
-                    fresh.push(p, GFP_KERNEL)?;
-                }
-            }
-            (pp, fresh)
+            b.pages as usize
         };
-        let mut fresh = fresh;
+        // Allocate every new page before changing anything: a failure changes nothing.
+        // (Stamped when swapped in, under the lock, with the generation then current.)
+        let mut fresh = KVVec::new();
+        if flags & REVOKE_REMAP != 0 {
+            fresh = KVVec::with_capacity(count as usize * pp, GFP_KERNEL)?;
+            for _ in 0..count as usize * pp {
+                let p = Page::alloc_page(GFP_KERNEL | kernel::alloc::flags::__GFP_ZERO)?;
+                fresh.push(p, GFP_KERNEL)?;
+            }
+        }
         let remap = !fresh.is_empty();
         let t0 = ktime_ns();
         let ipis0 = tlb::shootdowns();
         let pg_first = self.base + u64::from(first) * pp as u64;
         let (mut ptes, mut rounds) = (0u64, 0u64);
 
-        // Swaps buffer `first + i`'s pages with `fresh` (which then holds the old ones).
-        let swap = |b: &mut Bufs, fresh: &mut KVec<Page>, i: usize| {
-            let at = (first as usize + i) * pp;
+        // Stamps and swaps in buffer `first + i`'s new pages (`fresh` then holds the old).
+        let swap = |b: &mut Bufs, fresh: &mut KVVec<Page>, i: usize| -> Result {
+            let idx = first as usize + i;
+            let gen = b.gens[idx].wrapping_add(1);
             for j in 0..pp {
-                core::mem::swap(&mut b.backing[at + j], &mut fresh[i * pp + j]);
+                stamp(&fresh[i * pp + j], idx as u32, gen)?;
             }
-            let g = &mut b.gens[first as usize + i];
-            *g = g.wrapping_add(1);
+            for j in 0..pp {
+                core::mem::swap(&mut b.backing[idx * pp + j], &mut fresh[i * pp + j]);
+            }
+            b.gens[idx] = gen;
+            Ok(())
         };
 
         let mut res = Ok(());
         if flags & REVOKE_BATCHED != 0 {
             // Ours: all buffers under one lock hold, one batch, one flush round.
+            let mut batch = Batch::new((count as usize).min(BATCH_CAPACITY), self.dev.ceiling)?;
             let mut b = self.bufs.lock();
-            let mut batch = Batch::new(count as usize, self.dev.ceiling)?;
             if remap {
                 for i in 0..count as usize {
-                    swap(&mut b, &mut fresh, i);
+                    swap(&mut b, &mut fresh, i)?;
                 }
             }
-            match batch.zap_mapping(&self.mapping, pg_first, u64::from(count) * pp as u64) {
+            let npages = u64::from(count) * pp as u64;
+            // SAFETY: The old pages stay allocated (`fresh`, then the quarantine) until
+            // after `batch` was flushed below; `batch` is not leaked.
+            match unsafe { batch.zap_mapping(&self.mapping, pg_first, npages) } {
                 Ok(n) => ptes = n,
-                Err(e) => res = Err(e),
+                Err(e) => {
+                    // Some mappings were not reached: unmap them the kernel's way, so
+                    // that no page table still maps an old page.
+                    self.mapping.unmap_pages(pg_first, npages);
+                    res = Err(e);
+                }
             }
             if noflush {
                 // SAFETY: Negative control only (checked above). The replaced pages stay
@@ -268,19 +293,19 @@ impl TlbFile {
             self.dev.account(&total);
             rounds = total.rounds;
             drop(batch);
-            Self::quarantine(&mut b, fresh)?;
+            self.quarantine(&mut b, fresh)?;
         } else {
             // The kernel's way, as TTM evicts: buffer by buffer, each under the lock, each
             // `unmap_mapping_pages` with its own TLB flush round.
             for i in 0..count as usize {
                 let mut b = self.bufs.lock();
                 if remap {
-                    swap(&mut b, &mut fresh, i);
+                    swap(&mut b, &mut fresh, i)?;
                 }
                 self.mapping.unmap_pages(pg_first + (i * pp) as u64, pp as u64);
             }
             let mut b = self.bufs.lock();
-            Self::quarantine(&mut b, fresh)?;
+            self.quarantine(&mut b, fresh)?;
         }
         let ns = (ktime_ns() - t0).max(0) as u64;
         let ipis = tlb::shootdowns().wrapping_sub(ipis0);
@@ -297,13 +322,14 @@ impl TlbFile {
 
     /// Poisons the replaced (already unmapped and flushed) pages and keeps them, so that a
     /// stale translation would read the poison.
-    fn quarantine(b: &mut Bufs, old: KVec<Page>) -> Result {
+    fn quarantine(&self, b: &mut Bufs, old: KVVec<Page>) -> Result {
         if old.is_empty() {
             return Ok(());
         }
-        if b.quarantine.len() + old.len() > QUARANTINE_MAX {
+        // Under the negative control pages may never have been flushed: keep them all.
+        if b.quarantine.len() + old.len() > QUARANTINE_MAX && !self.dev.negative_control {
             // Every page in it was flushed and poisoned by an earlier revoke.
-            b.quarantine = KVec::new();
+            b.quarantine = KVVec::new();
         }
         b.quarantine.reserve(old.len(), GFP_KERNEL)?;
         for p in old {
@@ -329,8 +355,12 @@ impl FileOps for TlbFile {
 
     fn open(dev: &'static Dev, file: &OpenFile) -> Result<Pin<KBox<Self>>> {
         let n = dev.next_file.fetch_add(1, Ordering::Relaxed);
-        let base = n.checked_mul(FILE_SPAN_PAGES).ok_or(ENOSPC)?;
-        let mapping = file.mapping()?;
+        if n >= MAX_FILES {
+            return Err(ENOSPC);
+        }
+        let base = n * FILE_SPAN_PAGES;
+        // SAFETY: Kept in the state only, which `release` drops while the file is open.
+        let mapping = unsafe { file.mapping()? };
         KBox::pin_init(
             pin_init!(Self {
                 dev,
@@ -338,9 +368,9 @@ impl FileOps for TlbFile {
                 base,
                 bufs <- new_mutex!(Bufs {
                     pages: 0,
-                    backing: KVec::new(),
-                    gens: KVec::new(),
-                    quarantine: KVec::new(),
+                    backing: KVVec::new(),
+                    gens: KVVec::new(),
+                    quarantine: KVVec::new(),
                 }),
             }),
             GFP_KERNEL,
@@ -378,7 +408,9 @@ impl FileOps for TlbFile {
         let b = self.bufs.lock();
         let rel = fault.pgoff().checked_sub(self.base).ok_or(EFAULT)?;
         let page = b.backing.get(rel as usize).ok_or(EFAULT)?;
-        fault.insert_pfn(page_pfn(page))?;
+        // SAFETY: The page is this file's; it leaves `backing` only under this lock, and a
+        // revoke unmaps and flushes it before the quarantine can free it.
+        unsafe { fault.insert_pfn(page_pfn(page))? };
         self.dev.counters.add(ctr::FAULTS, 1);
         Ok(())
     }

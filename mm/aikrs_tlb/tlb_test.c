@@ -119,6 +119,7 @@ struct shared {
 	_Atomic unsigned int phase;	/* revokes completed */
 	_Atomic int stop;
 	_Atomic int child_ready;
+	int sleepy;	/* readers sleep between passes: their CPUs go idle (lazy TLB) */
 	_Atomic unsigned long stale, poison, reads, late;
 };
 
@@ -162,6 +163,8 @@ static void read_loop(struct shared *s, struct bufs *b)
 				/* Not an error: the reader was preempted after loading the phase. */
 				atomic_fetch_add(&s->late, 1);
 		}
+		if (s->sleepy)
+			usleep(300);
 	}
 }
 
@@ -179,7 +182,7 @@ static void *reader_fn(void *arg)
  * `child`, a second process maps the same buffers (same open file) and reads too.
  */
 static int stale_check(const char *name, unsigned int n, unsigned int rounds,
-		       unsigned int flags, int child, int expect_stale)
+		       unsigned int flags, int child, int sleepy, int expect_stale)
 {
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	struct shared *s = mmap(NULL, sizeof(*s), PROT_READ | PROT_WRITE,
@@ -194,6 +197,7 @@ static int stale_check(const char *name, unsigned int n, unsigned int rounds,
 	uint64_t ptes = 0, rnds = 0;
 
 	memset(s, 0, sizeof(*s));
+	s->sleepy = sleepy;
 	if (bufs_create(&b, n)) {
 		result(0, name, "create/mmap failed");
 		return -1;
@@ -297,6 +301,10 @@ static void bad_input(void)
 	EXPECT_ERR(ioctl(fd, AIKRS_TLB_IOC_CREATE, &c), EINVAL, "zero pages");
 	c.pages = AIKRS_TLB_MAX_PAGES + 1;
 	EXPECT_ERR(ioctl(fd, AIKRS_TLB_IOC_CREATE, &c), EINVAL, "too many pages");
+	c.count = AIKRS_TLB_MAX_BUFS;
+	c.pages = 2;
+	EXPECT_ERR(ioctl(fd, AIKRS_TLB_IOC_CREATE, &c), EINVAL, "above the per-file page limit");
+	c.count = 4;
 	c.pages = 2;
 	if (ioctl(fd, AIKRS_TLB_IOC_CREATE, &c)) {
 		printf("# create: %s\n", strerror(errno));
@@ -420,14 +428,15 @@ int main(int argc, char **argv)
 	if ((argc > 1 && !strcmp(argv[1], "negative")) ||
 	    strstr(cmdline, "aikrs.tlb_negative_control")) {
 		printf("1..1\n");
-		stale_check("negative_control_noflush", 256, 20, B | R | NOFLUSH, 0, 0);
+		stale_check("negative_control_noflush", 256, 20, B | R | NOFLUSH, 0, 0, 0);
 		return nfail ? 1 : 0;
 	}
-	printf("1..7\n");
-	stale_check("batched_revoke_no_stale_read", 256, 30, B | R, 0, 0);
-	stale_check("batched_revoke_small_per_page", 8, 30, B | R, 0, 0);
-	stale_check("batched_revoke_two_processes", 64, 20, B | R, 1, 0);
-	stale_check("one_by_one_revoke_no_stale_read", 64, 10, R, 0, 0);
+	printf("1..8\n");
+	stale_check("batched_revoke_no_stale_read", 256, 30, B | R, 0, 0, 0);
+	stale_check("batched_revoke_small_per_page", 8, 30, B | R, 0, 0, 0);
+	stale_check("batched_revoke_sleepy_readers", 64, 30, B | R, 0, 1, 0);
+	stale_check("batched_revoke_two_processes", 64, 20, B | R, 1, 0, 0);
+	stale_check("one_by_one_revoke_no_stale_read", 64, 10, R, 0, 0, 0);
 	bad_input();
 	close_while_mapped();
 	counters();

@@ -21,9 +21,9 @@ struct aikrs_tlb_krange {
 };
 
 /*
- * Called for each vma range whose PTEs were cleared, owning one mm reference and
- * one pending-flush count of `mm`. Non-zero return: the caller flushes that mm,
- * drops them and stops.
+ * Called for each vma range where PTEs were cleared, owning one mm reference and
+ * one pending-flush count of `mm`. Non-zero return: the caller flushes that mm
+ * at once, drops them, and goes on with the next vma.
  */
 typedef int (*aikrs_tlb_zap_cb)(void *ctx, struct mm_struct *mm,
 				unsigned long start, unsigned long end);
@@ -37,6 +37,7 @@ void aikrs_tlb_mmbatch_add(struct aikrs_tlb_mmbatch *b, struct mm_struct *mm);
 void aikrs_tlb_mmbatch_flush(struct aikrs_tlb_mmbatch *b);
 void aikrs_tlb_flush_kernel_pages(const struct aikrs_tlb_krange *ranges);
 void aikrs_tlb_flush_all(void);
+void aikrs_tlb_notify_secondary(struct mm_struct *mm);
 u64 aikrs_tlb_shootdowns(void);
 u64 aikrs_tlb_task_size_max(void);
 void aikrs_tlb_mm_pending_inc(struct mm_struct *mm);

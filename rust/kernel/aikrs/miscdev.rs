@@ -61,14 +61,18 @@ pub struct OpenFile {
 
 impl OpenFile {
     /// The page cache of the file (`f_mapping`): every mapping of the device node is in
-    /// its `i_mmap` tree. It stays valid while the file is open, hence for the lifetime of
-    /// the state that `open` returns, which the caller must not let escape that state.
-    pub fn mapping(&self) -> Result<crate::aikrs::mapping::AddressSpace> {
+    /// its `i_mmap` tree.
+    ///
+    /// # Safety
+    ///
+    /// The value (and its copies) may only be used while the file is open: keep it in the
+    /// state that `open` returns (dropped at `release`) and nowhere else.
+    pub unsafe fn mapping(&self) -> Result<crate::aikrs::mapping::AddressSpace> {
         // SAFETY: `file` is a file being opened.
         let m = unsafe { bindings::aikrs_file_mapping(self.file.as_ptr()) };
         let m = NonNull::new(m).ok_or(EINVAL)?;
         // SAFETY: A file's `f_mapping` lives as long as its inode, which the open file
-        // pins; the state holding it is dropped in `release`, before the file goes.
+        // pins; the caller uses it only while the file is open.
         Ok(unsafe { crate::aikrs::mapping::AddressSpace::from_raw(m) })
     }
 }
@@ -153,11 +157,15 @@ impl Fault<'_> {
 
     /// Maps page frame `pfn` at the faulting address (`vmf_insert_pfn`).
     ///
-    /// The caller must own the page until the mapping is gone and its TLB entries are
-    /// flushed (e.g. by [`crate::aikrs::tlb::Batch::zap_mapping`] and a flush).
-    pub fn insert_pfn(&mut self, pfn: u64) -> Result {
+    /// # Safety
+    ///
+    /// `pfn` must be memory the caller owns and may expose to user space, and it must stay
+    /// allocated until the mapping is gone and its TLB entries are flushed (e.g. by
+    /// [`crate::aikrs::tlb::Batch::zap_mapping`] and a flush, or
+    /// [`crate::aikrs::mapping::AddressSpace::unmap_pages`]).
+    pub unsafe fn insert_pfn(&mut self, pfn: u64) -> Result {
         // SAFETY: `vmf` is the fault being handled, on a `VM_PFNMAP` vma (set up by
-        // `setup_pfnmap`); `vmf_insert_pfn` validates the rest.
+        // `setup_pfnmap`); the caller vouches for `pfn`; `vmf_insert_pfn` checks the rest.
         let ret = unsafe {
             let vma = bindings::aikrs_vmf_vma(self.vmf.as_ptr());
             let addr = bindings::aikrs_vmf_address(self.vmf.as_ptr());

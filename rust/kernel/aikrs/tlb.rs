@@ -240,10 +240,21 @@ impl Batch {
     /// batch (as `unmap_mapping_pages()` does, minus its flush per mapping); returns the
     /// entries cleared.
     ///
-    /// Only PFN-map mappings (`VM_PFNMAP`, as device buffer objects use) may be cleared
-    /// this way: `EINVAL` for any other mapping. On any error whatever was cleared is
-    /// still flushed (now or by the next flush).
-    pub fn zap_mapping(&mut self, mapping: &AddressSpace, first: u64, nr: u64) -> Result<u64> {
+    /// Only 4 KiB PFN-map mappings (`VM_PFNMAP`, as device buffer objects use) may be
+    /// cleared this way: `EINVAL` for any other mapping, which stops the walk; the caller
+    /// then falls back to [`AddressSpace::unmap_pages`] for the rest. Whatever was
+    /// cleared is flushed (at once if it could not be batched, else by the next flush).
+    ///
+    /// # Safety
+    ///
+    /// The pages that were mapped must stay allocated until this batch was flushed
+    /// ([`Batch::flush`] or its drop): the batch must not be leaked (`mem::forget`).
+    pub unsafe fn zap_mapping(
+        &mut self,
+        mapping: &AddressSpace,
+        first: u64,
+        nr: u64,
+    ) -> Result<u64> {
         let mut cleared = 0u64;
         if nr == 0 || first.checked_add(nr).is_none() {
             return Err(EINVAL);
@@ -332,6 +343,11 @@ impl Batch {
                 Action::FullAll => {
                     // SAFETY: Always safe to call from process context.
                     unsafe { bindings::aikrs_tlb_flush_all() };
+                    for &mm in self.mms.iter() {
+                        // SAFETY: `mm` is pinned (type invariant). `flush_tlb_all` does not
+                        // reach secondary TLBs (IOMMU SVA); this does, as the per-mm paths do.
+                        unsafe { bindings::aikrs_tlb_notify_secondary(mm) };
+                    }
                     kernel_pages = true;
                 }
                 Action::UserSpan { space, start, end, stride_shift } => {
