@@ -19,6 +19,10 @@
 //! Because a revoke changes the backing pages, clears the entries and flushes all under
 //! `Bufs`, no fault can map an old page after a revoke has begun.
 
+use core::{
+    pin::Pin,
+    sync::atomic::{AtomicU64, Ordering},
+};
 use kernel::{
     aikrs::{
         compat::user_slice,
@@ -32,10 +36,6 @@ use kernel::{
     page::{Page, PAGE_SIZE},
     prelude::*,
     sync::Mutex,
-};
-use core::{
-    pin::Pin,
-    sync::atomic::{AtomicU64, Ordering},
 };
 
 /// Limits and layout of the ABI (`aikrs_tlb_uapi.h`).
@@ -213,8 +213,12 @@ impl TlbFile {
         let mut raw = [0u8; REVOKE_SIZE];
         let (mut reader, mut writer) = user_slice(arg, REVOKE_SIZE).reader_writer();
         reader.read_slice(&mut raw)?;
-        let (first, count, flags, pad) =
-            (get_u32(&raw, 0), get_u32(&raw, 4), get_u32(&raw, 8), get_u32(&raw, 12));
+        let (first, count, flags, pad) = (
+            get_u32(&raw, 0),
+            get_u32(&raw, 4),
+            get_u32(&raw, 8),
+            get_u32(&raw, 12),
+        );
         let known = REVOKE_BATCHED | REVOKE_REMAP | REVOKE_NOFLUSH;
         if pad != 0 || flags & !known != 0 {
             return Err(EINVAL);
@@ -302,7 +306,8 @@ impl TlbFile {
                 if remap {
                     swap(&mut b, &mut fresh, i)?;
                 }
-                self.mapping.unmap_pages(pg_first + (i * pp) as u64, pp as u64);
+                self.mapping
+                    .unmap_pages(pg_first + (i * pp) as u64, pp as u64);
             }
             let mut b = self.bufs.lock();
             self.quarantine(&mut b, fresh)?;

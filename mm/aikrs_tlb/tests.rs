@@ -64,7 +64,12 @@ fn zap_and_check(t: &Test, n: usize, expect_full: bool) -> Result {
     aikrs_expect_eq!(t, r.ipis, cpus - 1);
     // No CPU may still translate any of the pages.
     let (ok, bad) = read_everywhere(m.addr(), n)?;
-    aikrs_expect_eq!(t, (ok, bad), (0, cpus * n as u64), "stale translations after the flush");
+    aikrs_expect_eq!(
+        t,
+        (ok, bad),
+        (0, cpus * n as u64),
+        "stale translations after the flush"
+    );
     Ok(())
 }
 
@@ -93,7 +98,12 @@ fn merge_and_counts(t: &Test) -> Result {
     aikrs_expect_eq!(t, (r.requests, r.merged, r.rounds, r.pages), (4, 2, 1, 6));
     aikrs_expect!(t, b.is_empty());
     let r = b.flush();
-    aikrs_expect_eq!(t, (r.requests, r.rounds, r.ipis), (0, 0, 0), "an empty flush is a no-op");
+    aikrs_expect_eq!(
+        t,
+        (r.requests, r.rounds, r.ipis),
+        (0, 0, 0),
+        "an empty flush is a no-op"
+    );
     Ok(())
 }
 
@@ -120,19 +130,44 @@ fn bad_input(t: &Test) -> Result {
     let pg = PAGE_SIZE as u64;
     aikrs_expect!(t, Batch::new(0, 33).is_err());
     let mut b = Batch::new(8, DEFAULT_CEILING)?;
-    aikrs_expect_eq!(t, b.add_kernel(a + pg, a, 12), Err(EINVAL), "end before start");
+    aikrs_expect_eq!(
+        t,
+        b.add_kernel(a + pg, a, 12),
+        Err(EINVAL),
+        "end before start"
+    );
     aikrs_expect_eq!(t, b.add_kernel(a, a, 12), Err(EINVAL), "empty range");
-    aikrs_expect_eq!(t, b.add_kernel(a + 1, a + pg, 12), Err(EINVAL), "unaligned start");
-    aikrs_expect_eq!(t, b.add_kernel(a, a + pg + 8, 12), Err(EINVAL), "unaligned end");
-    aikrs_expect_eq!(t, b.add_kernel(a, a + pg, 7), Err(EINVAL), "stride below a page");
-    aikrs_expect_eq!(t, b.add_kernel(0x1000, 0x2000, 12), Err(EINVAL), "user address");
+    aikrs_expect_eq!(
+        t,
+        b.add_kernel(a + 1, a + pg, 12),
+        Err(EINVAL),
+        "unaligned start"
+    );
+    aikrs_expect_eq!(
+        t,
+        b.add_kernel(a, a + pg + 8, 12),
+        Err(EINVAL),
+        "unaligned end"
+    );
+    aikrs_expect_eq!(
+        t,
+        b.add_kernel(a, a + pg, 7),
+        Err(EINVAL),
+        "stride below a page"
+    );
+    aikrs_expect_eq!(
+        t,
+        b.add_kernel(0x1000, 0x2000, 12),
+        Err(EINVAL),
+        "user address"
+    );
     aikrs_expect_eq!(
         t,
         b.add_kernel(0x7fff_ffff_0000, 0xffff_8000_0001_0000, 12),
         Err(EINVAL),
         "crosses the user/kernel boundary"
     );
-    aikrs_expect_eq!(t, b.add_kernel(u64::MAX & !0xfff, 0, 12), Err(EINVAL), "wraps");
+    aikrs_expect_eq!(t, b.add_kernel(!0xfff, 0, 12), Err(EINVAL), "wraps");
     // SAFETY: Refused before anything is touched (user address, bad bounds).
     unsafe {
         aikrs_expect_eq!(t, b.zap_kernel(0x1000, 0x3000), Err(EINVAL));

@@ -44,6 +44,6 @@ impl AddressSpace {
     /// way (`unmap_mapping_pages`, which flushes the TLB once per mapping it touches).
     pub fn unmap_pages(&self, first: u64, nr: u64) {
         // SAFETY: `ptr` is live (type invariant); `unmap_mapping_pages` takes its own locks.
-        unsafe { bindings::unmap_mapping_pages(self.as_ptr(), first as _, nr as _, true) };
+        unsafe { bindings::unmap_mapping_pages(self.as_ptr(), first as usize, nr as usize, true) };
     }
 }

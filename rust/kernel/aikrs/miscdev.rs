@@ -96,7 +96,7 @@ impl<T: FileOps> VmaNew<'_, T> {
                 &mut shared,
             )
         };
-        (start as usize, end as usize, pgoff as usize, shared)
+        (start, end, pgoff, shared)
     }
 
     /// The first address.
@@ -135,7 +135,7 @@ impl<T: FileOps> VmaNew<'_, T> {
             bindings::aikrs_vma_setup_pfnmap(
                 self.vma.as_ptr(),
                 &VmOps::<T>::OPS,
-                (self.file as *const T).cast_mut().cast(),
+                core::ptr::from_ref::<T>(self.file).cast_mut().cast(),
             )
         };
     }
@@ -169,7 +169,7 @@ impl Fault<'_> {
         let ret = unsafe {
             let vma = bindings::aikrs_vmf_vma(self.vmf.as_ptr());
             let addr = bindings::aikrs_vmf_address(self.vmf.as_ptr());
-            bindings::vmf_insert_pfn(vma, addr, pfn as _)
+            bindings::vmf_insert_pfn(vma, addr, pfn as usize)
         };
         self.ret = Some(ret);
         if ret == bindings::vm_fault_reason_VM_FAULT_NOPAGE as bindings::vm_fault_t {
@@ -204,7 +204,11 @@ impl<T: FileOps> VmOps<T> {
         let Some(vmf) = NonNull::new(vmf) else {
             return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
         };
-        let mut f = Fault { vmf, ret: None, _p: PhantomData };
+        let mut f = Fault {
+            vmf,
+            ret: None,
+            _p: PhantomData,
+        };
         match file.fault(&mut f) {
             Ok(()) => f
                 .ret
@@ -241,7 +245,11 @@ unsafe impl<T: FileOps> Sync for Registration<T> {}
 
 impl<T: FileOps> Registration<T> {
     /// Registers `/dev/name` (dynamic minor, mode 0600) with device data `dev`.
-    pub fn register(name: &'static CStr, dev: T::Device, module: &'static ThisModule) -> Result<Self> {
+    pub fn register(
+        name: &'static CStr,
+        dev: T::Device,
+        module: &'static ThisModule,
+    ) -> Result<Self> {
         let fops = bindings::file_operations {
             owner: module.as_ptr(),
             open: Some(Self::open),
@@ -254,7 +262,7 @@ impl<T: FileOps> Registration<T> {
         };
         // SAFETY: All-zero is a valid `miscdevice` before registration.
         let mut misc: bindings::miscdevice = unsafe { core::mem::zeroed() };
-        misc.minor = bindings::MISC_DYNAMIC_MINOR as _;
+        misc.minor = bindings::MISC_DYNAMIC_MINOR as i32;
         misc.name = crate::aikrs::compat::c_str_ptr(name).cast();
         misc.mode = 0o600;
         let inner = KBox::new(Inner { misc, fops, dev }, GFP_KERNEL)?;
@@ -292,7 +300,9 @@ impl<T: FileOps> Registration<T> {
         // SAFETY: The device data lives as long as the registration, which (for a module)
         // ends only at module exit, after every file is closed; built-in, never.
         let dev: &'static T::Device = unsafe { &*core::ptr::addr_of!(inner.dev) };
-        let Some(f) = NonNull::new(file) else { return EINVAL.to_errno() };
+        let Some(f) = NonNull::new(file) else {
+            return EINVAL.to_errno();
+        };
         let state = match T::open(dev, &OpenFile { file: f }) {
             Ok(s) => s,
             Err(e) => return e.to_errno(),
@@ -338,10 +348,15 @@ impl<T: FileOps> Registration<T> {
     /// # Safety
     ///
     /// `file` was opened by `open`; `vma` is the mapping being created.
-    unsafe extern "C" fn mmap(file: *mut bindings::file, vma: *mut bindings::vm_area_struct) -> c_int {
+    unsafe extern "C" fn mmap(
+        file: *mut bindings::file,
+        vma: *mut bindings::vm_area_struct,
+    ) -> c_int {
         // SAFETY: As required.
         let state = unsafe { Self::state(file) };
-        let Some(vma) = NonNull::new(vma) else { return EINVAL.to_errno() };
+        let Some(vma) = NonNull::new(vma) else {
+            return EINVAL.to_errno();
+        };
         match state.mmap(&VmaNew { vma, file: state }) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),

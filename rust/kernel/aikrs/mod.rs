@@ -16,10 +16,10 @@ pub mod debugfs;
 #[cfg(CONFIG_IOMMU_IOVA)]
 pub mod iova;
 pub mod kthread;
-pub mod mapping;
-pub mod miscdev;
 #[cfg(CONFIG_KUNIT)]
 pub mod kunit;
+pub mod mapping;
+pub mod miscdev;
 pub mod percpu;
 #[cfg(CONFIG_AIKRS_TLB_BATCH)]
 pub mod tlb;

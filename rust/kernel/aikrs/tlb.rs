@@ -37,8 +37,8 @@ use crate::{
 use core::{ffi::c_void, ptr::NonNull};
 
 pub use crate::aikrs::mapping::AddressSpace;
-pub use crate::aikrs::tlb_plan::{Action, AddError, Config, CpuSet, Range, Space};
 use crate::aikrs::tlb_plan::{self, CPU_WORDS};
+pub use crate::aikrs::tlb_plan::{Action, AddError, Config, CpuSet, Range, Space};
 
 /// The kernel's default `tlb_single_page_flush_ceiling` (x86), our default ceiling.
 pub const DEFAULT_CEILING: u64 = 33;
@@ -148,7 +148,12 @@ impl Batch {
         let mut v = KVec::with_capacity(capacity, GFP_KERNEL)?;
         for _ in 0..capacity {
             v.push(
-                Range { space: Space::Kernel, start: 0, end: 0, stride_shift: 12 },
+                Range {
+                    space: Space::Kernel,
+                    start: 0,
+                    end: 0,
+                    stride_shift: 12,
+                },
                 GFP_KERNEL,
             )?;
         }
@@ -163,7 +168,11 @@ impl Batch {
         // SAFETY: `storage` is leaked above and freed only in `drop` after `plan`, so the
         // `'static` borrow never outlives it (type invariant); nothing else accesses it.
         let slots: &'static mut [Range] = unsafe { &mut *storage.as_ptr() };
-        let cfg = Config { ceiling, user_end: user_end(), kernel_start: kernel_start() };
+        let cfg = Config {
+            ceiling,
+            user_end: user_end(),
+            kernel_start: kernel_start(),
+        };
         // INVARIANT: see above; `mms` is empty; `mmbatch` is zeroed.
         Ok(Self {
             plan: core::mem::ManuallyDrop::new(tlb_plan::Batch::new(slots, cfg)),
@@ -201,10 +210,15 @@ impl Batch {
     /// stride, the stride is not 4 KiB..1 GiB, or the range is not in kernel space.
     pub fn add_kernel(&mut self, start: u64, end: u64, stride_shift: u8) -> Result {
         let cpus = online_mask();
-        match self.plan.add(Space::Kernel, start, end, stride_shift, &cpus) {
+        match self
+            .plan
+            .add(Space::Kernel, start, end, stride_shift, &cpus)
+        {
             Err(AddError::Full) => {
                 self.make_room();
-                self.plan.add(Space::Kernel, start, end, stride_shift, &cpus).map_err(add_error)
+                self.plan
+                    .add(Space::Kernel, start, end, stride_shift, &cpus)
+                    .map_err(add_error)
             }
             r => r.map_err(add_error),
         }
@@ -264,10 +278,10 @@ impl Batch {
         let ret = unsafe {
             bindings::aikrs_tlb_zap_mapping_noflush(
                 mapping.as_ptr(),
-                first as _,
-                nr as _,
+                first as usize,
+                nr as usize,
                 Some(zap_cb),
-                (self as *mut Self).cast(),
+                core::ptr::from_mut::<Self>(self).cast(),
                 &mut cleared,
             )
         };
@@ -281,15 +295,13 @@ impl Batch {
         let mut words = [0u64; CPU_WORDS];
         // SAFETY: `mm` is pinned by the reference we are handed; `words` has `CPU_WORDS`
         // u64 (= unsigned long on 64-bit) entries.
-        unsafe {
-            bindings::aikrs_tlb_mm_cpumask(mm, words.as_mut_ptr().cast(), CPU_WORDS as u32)
-        };
+        unsafe { bindings::aikrs_tlb_mm_cpumask(mm, words.as_mut_ptr().cast(), CPU_WORDS as u32) };
         let cpus = CpuSet::from_words(&words);
         // Make room first: an early flush unpins every address space in `mms`.
         if self.plan.len() >= self.plan.capacity() {
             self.make_room();
         }
-        if self.mms.iter().any(|&m| m == mm) {
+        if self.mms.contains(&mm) {
             // Already pinned with a pending flush: drop the extra ones.
             // SAFETY: We own this reference (handed over by the C side).
             unsafe { bindings::aikrs_tlb_mm_pending_dec(mm) };
@@ -297,7 +309,11 @@ impl Batch {
             // INVARIANT: `mm` enters `mms` with the reference we were handed.
             self.mms.push(mm, GFP_KERNEL)?;
         }
-        if self.plan.add(Space::User(mm as u64), start, end, 12, &cpus).is_err() {
+        if self
+            .plan
+            .add(Space::User(mm as u64), start, end, 12, &cpus)
+            .is_err()
+        {
             // The C side only hands page-aligned user ranges of a vma, so this does not
             // happen; if it did, the cleared entries still get their flush.
             // SAFETY: `mm` is pinned (it is in `mms`).
@@ -350,7 +366,12 @@ impl Batch {
                     }
                     kernel_pages = true;
                 }
-                Action::UserSpan { space, start, end, stride_shift } => {
+                Action::UserSpan {
+                    space,
+                    start,
+                    end,
+                    stride_shift,
+                } => {
                     r.per_page = 1;
                     r.pages = (end - start) >> stride_shift;
                     // SAFETY: `space` is one of `mms` (type invariant), pinned.
@@ -430,7 +451,14 @@ fn flush_kernel_pages(ranges: &[Range]) {
         // Cannot fail: the capacity was reserved.
         let _ = list.push(k, GFP_KERNEL);
     }
-    let _ = list.push(bindings::aikrs_tlb_krange { start: 0, end: 0, stride_shift: 12 }, GFP_KERNEL);
+    let _ = list.push(
+        bindings::aikrs_tlb_krange {
+            start: 0,
+            end: 0,
+            stride_shift: 12,
+        },
+        GFP_KERNEL,
+    );
     // SAFETY: `list` is a zero-terminated array of kernel ranges that outlives the call
     // (`on_each_cpu` waits for every CPU).
     unsafe { bindings::aikrs_tlb_flush_kernel_pages(list.as_ptr()) };

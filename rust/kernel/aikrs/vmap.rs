@@ -76,7 +76,7 @@ pub fn read_u64_nofault(addr: usize) -> Result<u64> {
     // writable bytes.
     let ret = unsafe {
         bindings::copy_from_kernel_nofault(
-            (&mut v as *mut u64).cast(),
+            core::ptr::from_mut::<u64>(&mut v).cast(),
             addr as *const core::ffi::c_void,
             8,
         )
