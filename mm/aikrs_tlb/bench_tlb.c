@@ -83,6 +83,13 @@ static int run(unsigned int n, int ncpu)
 	}
 	printf("# tlb bench: N=%u buffers, %d CPUs (readers on %d), batched revokes cleared %llu PTEs in %d revokes\n",
 	       n, ncpu, ncpu - 1, (unsigned long long)ptes, REPS);
+	printf("bench-info: tlb.time_n%u us per repetition: ours", n);
+	for (rep = 0; rep < REPS; rep++)
+		printf(" %llu", (unsigned long long)us[1][rep]);
+	printf(", base");
+	for (rep = 0; rep < REPS; rep++)
+		printf(" %llu", (unsigned long long)us[0][rep]);
+	printf("\n");
 	line("ipis", n, median(ipis[1], REPS), median(ipis[0], REPS), "IPIs");
 	line("rounds", n, median(rounds[1], REPS), median(rounds[0], REPS), "rounds");
 	line("time", n, median(us[1], REPS), median(us[0], REPS), "us");
