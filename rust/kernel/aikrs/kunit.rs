@@ -282,20 +282,7 @@ macro_rules! aikrs_expect_eq {
             }
         }
     }};
-    ($t:expr, $left:expr, $right:expr $(,)?) => {{
-        match (&$left, &$right) {
-            (l, r) => {
-                let ok = *l == *r;
-                if !ok {
-                    $t.fail(
-                        concat!(file!(), "\0"),
-                        line!(),
-                        concat!(stringify!($left), " == ", stringify!($right), "\0"),
-                        format_args!("left: {:?}, right: {:?}", l, r),
-                    );
-                }
-                ok
-            }
-        }
-    }};
+    ($t:expr, $left:expr, $right:expr $(,)?) => {
+        $crate::aikrs_expect_eq!($t, $left, $right, "not equal")
+    };
 }

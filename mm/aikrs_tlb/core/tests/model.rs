@@ -197,16 +197,22 @@ impl Model {
             .max()
             .unwrap();
         let stride_shift = self.pages.iter().map(|p| p.1).min().unwrap();
-        if (end - start) >> stride_shift <= ceiling {
-            Action::UserSpan {
-                space,
-                start,
-                end,
-                stride_shift,
-            }
-        } else {
-            Action::UserFull { space }
+        user_action(space, start, end, stride_shift, ceiling)
+    }
+}
+
+/// The expected action for one user space whose requests span `[start, end)` at the
+/// smallest stride `stride_shift`.
+fn user_action(space: u64, start: u64, end: u64, stride_shift: u8, ceiling: u64) -> Action {
+    if (end - start) >> stride_shift <= ceiling {
+        Action::UserSpan {
+            space,
+            start,
+            end,
+            stride_shift,
         }
+    } else {
+        Action::UserFull { space }
     }
 }
 
@@ -1001,16 +1007,7 @@ fn check_wild_plan(
         let start = reqs.iter().map(|q| q.start).min().unwrap();
         let end = reqs.iter().map(|q| q.end).max().unwrap();
         let stride_shift = reqs.iter().map(|q| q.stride_shift).min().unwrap();
-        if (end - start) >> stride_shift <= cfg.ceiling {
-            Action::UserSpan {
-                space,
-                start,
-                end,
-                stride_shift,
-            }
-        } else {
-            Action::UserFull { space }
-        }
+        user_action(space, start, end, stride_shift, cfg.ceiling)
     };
     prop_assert_eq!(p.action, expect);
     prop_assert_eq!(p.rounds(), u32::from(!reqs.is_empty()));
@@ -1267,7 +1264,8 @@ fn gap_of_one_page_does_not_merge() {
     );
 }
 
-fn user_plan(ranges: &[(u64, u64)], ceiling: u64) -> Action {
+/// The action for `ranges` (4 KiB stride) all in `space`, with `ceiling`.
+fn plan_in(space: Space, cpus: &CpuSet, ranges: &[(u64, u64)], ceiling: u64) -> Action {
     let mut st = [Range::EMPTY; 8];
     let mut b = Batch::new(
         &mut st,
@@ -1277,24 +1275,17 @@ fn user_plan(ranges: &[(u64, u64)], ceiling: u64) -> Action {
         },
     );
     for &(s, e) in ranges {
-        b.add(Space::User(5), s, e, 12, &one_cpu(3)).unwrap();
+        b.add(space, s, e, 12, cpus).unwrap();
     }
     b.plan().action
 }
 
+fn user_plan(ranges: &[(u64, u64)], ceiling: u64) -> Action {
+    plan_in(Space::User(5), &one_cpu(3), ranges, ceiling)
+}
+
 fn kernel_plan(ranges: &[(u64, u64)], ceiling: u64) -> Action {
-    let mut st = [Range::EMPTY; 8];
-    let mut b = Batch::new(
-        &mut st,
-        Config {
-            ceiling,
-            ..Config::X86_64
-        },
-    );
-    for &(s, e) in ranges {
-        b.add(Space::Kernel, s, e, 12, &all_cpus()).unwrap();
-    }
-    b.plan().action
+    plan_in(Space::Kernel, &all_cpus(), ranges, ceiling)
 }
 
 #[test]
