@@ -233,20 +233,17 @@ impl Batch {
     /// pages it maps must stay allocated until [`Batch::flush`] returned (stale TLB entries
     /// may reach them until then).
     pub unsafe fn zap_kernel(&mut self, start: u64, end: u64) -> Result<u64> {
+        // The planner validates the range (`EINVAL` before anything is touched), and the
+        // range is in the batch before any entry is cleared, so whatever the C side clears,
+        // even on error, gets its flush.
+        self.add_kernel(start, end, 12)?;
         let mut cleared = 0u64;
-        // Validate before touching anything.
-        if end <= start || start % 4096 != 0 || end % 4096 != 0 || start < kernel_start() {
-            return Err(EINVAL);
-        }
         // SAFETY: The caller owns the range (see above); the C side walks existing page
         // tables of `init_mm` only.
         let ret = unsafe {
             bindings::aikrs_tlb_zap_kernel_noflush(start as usize, end as usize, &mut cleared)
         };
-        // Whatever was cleared must be flushed, so add the range even on error.
-        let added = self.add_kernel(start, end, 12);
-        crate::error::to_result(ret)?;
-        added.map(|()| cleared)
+        crate::error::to_result(ret).map(|()| cleared)
     }
 
     /// Clears every user page-table entry that maps pages `[first, first + nr)` of
