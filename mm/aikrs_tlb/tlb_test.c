@@ -15,26 +15,12 @@
  * one guest so) the batched revoke skips its flush: the test must then FAIL, which
  * proves it can see a missed flush.
  */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <pthread.h>
-#include <sched.h>
-#include <signal.h>
-#include <stdatomic.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include "tlb_user.h"
 
-#include "aikrs_tlb_uapi.h"
+#include <signal.h>
+#include <sys/wait.h>
 
 #define NOFLUSH (1U << 31)
-#define PAGE 4096UL
 
 static int ntest, nfail;
 
@@ -58,61 +44,6 @@ static int dev_open(void)
 	return fd;
 }
 
-struct bufs {
-	int fd;
-	unsigned int n;
-	uint64_t offset;
-	volatile uint64_t **map;
-};
-
-static int bufs_map(struct bufs *b)
-{
-	unsigned int i;
-
-	b->map = calloc(b->n, sizeof(*b->map));
-	for (i = 0; i < b->n; i++) {
-		void *p = mmap(NULL, PAGE, PROT_READ, MAP_SHARED, b->fd, b->offset + i * PAGE);
-
-		if (p == MAP_FAILED)
-			return -1;
-		b->map[i] = p;
-	}
-	return 0;
-}
-
-static int bufs_create(struct bufs *b, unsigned int n)
-{
-	struct aikrs_tlb_create c = { .count = n, .pages = 1 };
-
-	b->fd = dev_open();
-	b->n = n;
-	if (ioctl(b->fd, AIKRS_TLB_IOC_CREATE, &c))
-		return -1;
-	b->offset = c.offset;
-	return bufs_map(b);
-}
-
-static void bufs_destroy(struct bufs *b)
-{
-	unsigned int i;
-
-	for (i = 0; i < b->n; i++)
-		munmap((void *)b->map[i], PAGE);
-	free(b->map);
-	close(b->fd);
-}
-
-static int do_revoke(int fd, unsigned int first, unsigned int count, unsigned int flags,
-		  struct aikrs_tlb_revoke *out)
-{
-	struct aikrs_tlb_revoke r = { .first = first, .count = count, .flags = flags };
-	int ret = ioctl(fd, AIKRS_TLB_IOC_REVOKE, &r);
-
-	if (out)
-		*out = r;
-	return ret ? -errno : 0;
-}
-
 /* ---- the stale-read check ---- */
 
 struct shared {
@@ -125,24 +56,15 @@ struct shared {
 
 struct reader {
 	struct shared *s;
-	struct bufs *b;
+	struct tlbu_bufs *b;
 	int cpu;
 };
-
-static void pin(int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	sched_setaffinity(0, sizeof(set), &set);
-}
 
 /*
  * Reads every buffer in turn. The generation after k completed revokes is k + 1; a
  * read begun after seeing phase k must return at least k + 1.
  */
-static void read_loop(struct shared *s, struct bufs *b)
+static void read_loop(struct shared *s, struct tlbu_bufs *b)
 {
 	unsigned int i;
 
@@ -172,7 +94,7 @@ static void *reader_fn(void *arg)
 {
 	struct reader *r = arg;
 
-	pin(r->cpu);
+	tlbu_pin(r->cpu);
 	read_loop(r->s, r->b);
 	return NULL;
 }
@@ -189,7 +111,7 @@ static int stale_check(const char *name, unsigned int n, unsigned int rounds,
 				MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	pthread_t th[64];
 	struct reader rd[64];
-	struct bufs b;
+	struct tlbu_bufs b;
 	unsigned int k;
 	pid_t pid = -1;
 	char why[256];
@@ -198,7 +120,7 @@ static int stale_check(const char *name, unsigned int n, unsigned int rounds,
 
 	memset(s, 0, sizeof(*s));
 	s->sleepy = sleepy;
-	if (bufs_create(&b, n)) {
+	if (tlbu_create(&b, n)) {
 		result(0, name, "create/mmap failed");
 		return -1;
 	}
@@ -209,10 +131,10 @@ static int stale_check(const char *name, unsigned int n, unsigned int rounds,
 			 * Mappings are not inherited (VM_DONTCOPY): map the same buffers of
 			 * the same open file again, in this second address space.
 			 */
-			struct bufs cb = { .fd = b.fd, .n = n, .offset = b.offset };
+			struct tlbu_bufs cb = { .fd = b.fd, .n = n, .offset = b.offset };
 
-			pin(ncpu - 1);
-			if (bufs_map(&cb))
+			tlbu_pin(ncpu - 1);
+			if (tlbu_map(&cb))
 				_exit(1);
 			atomic_store(&s->child_ready, 1);
 			read_loop(s, &cb);
@@ -225,12 +147,12 @@ static int stale_check(const char *name, unsigned int n, unsigned int rounds,
 		rd[i] = (struct reader){ .s = s, .b = &b, .cpu = i };
 		pthread_create(&th[i], NULL, reader_fn, &rd[i]);
 	}
-	pin(0);
+	tlbu_pin(0);
 	usleep(20000);
 	for (k = 0; k < rounds && !err; k++) {
 		struct aikrs_tlb_revoke r;
 
-		err = do_revoke(b.fd, 0, n, flags, &r);
+		err = tlbu_revoke(b.fd, 0, n, flags, &r);
 		ptes += r.ptes;
 		rnds += r.rounds;
 		atomic_store_explicit(&s->phase, k + 1, memory_order_release);
@@ -255,7 +177,7 @@ static int stale_check(const char *name, unsigned int n, unsigned int rounds,
 		     /* Batched: every revoke cleared entries in exactly one round. */
 		     (!(flags & AIKRS_TLB_REVOKE_BATCHED) || (ptes > 0 && rnds == rounds));
 	result(ok, name, why);
-	bufs_destroy(&b);
+	tlbu_destroy(&b);
 	munmap(s, sizeof(*s));
 	return ok ? 0 : -1;
 }
@@ -284,7 +206,7 @@ static void bad_input(void)
 	memset(&r, 0, sizeof(r));
 	r.count = 1;
 	EXPECT_ERR(ioctl(fd, AIKRS_TLB_IOC_REVOKE, &r), EINVAL, "revoke before create");
-	p = mmap(NULL, PAGE, PROT_READ, MAP_SHARED, fd, 0);
+	p = mmap(NULL, TLBU_PAGE, PROT_READ, MAP_SHARED, fd, 0);
 	if (p != MAP_FAILED || errno != EINVAL) {
 		printf("# mmap before create: %p errno %d\n", p, errno);
 		bad++;
@@ -313,15 +235,15 @@ static void bad_input(void)
 	EXPECT_ERR(ioctl(fd, AIKRS_TLB_IOC_CREATE, &c), EBUSY, "second create");
 
 	/* mmap: whole buffers only, shared only, inside the file's buffers. */
-	p = mmap(NULL, 2 * PAGE, PROT_READ, MAP_PRIVATE, fd, c.offset);
+	p = mmap(NULL, 2 * TLBU_PAGE, PROT_READ, MAP_PRIVATE, fd, c.offset);
 	if (p != MAP_FAILED) { printf("# private mapping accepted\n"); bad++; }
-	p = mmap(NULL, PAGE, PROT_READ, MAP_SHARED, fd, c.offset);
+	p = mmap(NULL, TLBU_PAGE, PROT_READ, MAP_SHARED, fd, c.offset);
 	if (p != MAP_FAILED) { printf("# half a buffer accepted\n"); bad++; }
-	p = mmap(NULL, 2 * PAGE, PROT_READ, MAP_SHARED, fd, c.offset + PAGE);
+	p = mmap(NULL, 2 * TLBU_PAGE, PROT_READ, MAP_SHARED, fd, c.offset + TLBU_PAGE);
 	if (p != MAP_FAILED) { printf("# unaligned buffer offset accepted\n"); bad++; }
-	p = mmap(NULL, 2 * PAGE, PROT_READ, MAP_SHARED, fd, c.offset + 8 * PAGE);
+	p = mmap(NULL, 2 * TLBU_PAGE, PROT_READ, MAP_SHARED, fd, c.offset + 8 * TLBU_PAGE);
 	if (p != MAP_FAILED) { printf("# offset past the buffers accepted\n"); bad++; }
-	p = mmap(NULL, 2 * PAGE, PROT_READ, MAP_SHARED, fd, 0);
+	p = mmap(NULL, 2 * TLBU_PAGE, PROT_READ, MAP_SHARED, fd, 0);
 	if (p != MAP_FAILED) { printf("# offset of another file accepted\n"); bad++; }
 
 	/* revoke: range, flags, padding, pointer. */
@@ -347,7 +269,7 @@ static void bad_input(void)
 	EXPECT_ERR(ioctl(fd, AIKRS_TLB_IOC_STATS, (void *)16), EFAULT, "stats, bad pointer");
 
 	/* Nothing mapped: a batched revoke clears nothing and flushes nothing (no-op). */
-	if (do_revoke(fd, 0, 4, AIKRS_TLB_REVOKE_BATCHED, &r) || r.ptes || r.rounds) {
+	if (tlbu_revoke(fd, 0, 4, AIKRS_TLB_REVOKE_BATCHED, &r) || r.ptes || r.rounds) {
 		printf("# revoke of unmapped buffers: ptes %llu rounds %llu\n",
 		       (unsigned long long)r.ptes, (unsigned long long)r.rounds);
 		bad++;
@@ -363,11 +285,11 @@ static void bad_input(void)
 /* A file closed while its buffers are mapped: the mappings keep working until unmapped. */
 static void close_while_mapped(void)
 {
-	struct bufs b;
+	struct tlbu_bufs b;
 	uint64_t v0, v1;
 	int ok;
 
-	if (bufs_create(&b, 8)) {
+	if (tlbu_create(&b, 8)) {
 		result(0, "close_while_mapped", "create failed");
 		return;
 	}
@@ -376,7 +298,7 @@ static void close_while_mapped(void)
 	v1 = *b.map[3];
 	ok = v0 == ((3ULL << 32) | 1) && v1 == v0;
 	for (unsigned int i = 0; i < b.n; i++)
-		munmap((void *)b.map[i], PAGE);
+		munmap((void *)b.map[i], TLBU_PAGE);
 	free(b.map);
 	result(ok, "close_while_mapped", ok ? NULL : "wrong stamp");
 }
@@ -386,18 +308,18 @@ static void counters(void)
 {
 	struct aikrs_tlb_stats s0, s1;
 	struct aikrs_tlb_revoke r;
-	struct bufs b;
+	struct tlbu_bufs b;
 	char why[200];
 	int ok;
 
-	if (bufs_create(&b, 64)) {
+	if (tlbu_create(&b, 64)) {
 		result(0, "counters", "create failed");
 		return;
 	}
 	for (unsigned int i = 0; i < b.n; i++)
 		(void)*b.map[i];
 	ioctl(b.fd, AIKRS_TLB_IOC_STATS, &s0);
-	do_revoke(b.fd, 0, b.n, AIKRS_TLB_REVOKE_BATCHED, &r);
+	tlbu_revoke(b.fd, 0, b.n, AIKRS_TLB_REVOKE_BATCHED, &r);
 	ioctl(b.fd, AIKRS_TLB_IOC_STATS, &s1);
 	snprintf(why, sizeof(why), "requests +%llu, rounds +%llu, revokes +%llu, ptes %llu",
 		 (unsigned long long)(s1.requests - s0.requests),
@@ -407,7 +329,7 @@ static void counters(void)
 	ok = s1.requests - s0.requests == 64 && s1.rounds - s0.rounds == 1 &&
 	     s1.revokes - s0.revokes == 1 && r.ptes == 64 && r.rounds == 1 &&
 	     s1.full + s1.per_page > s0.full + s0.per_page;
-	bufs_destroy(&b);
+	tlbu_destroy(&b);
 	result(ok, "counters", why);
 }
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * User-space helpers shared by the benchmark and the demo of /dev/aikrs_tlb: buffers
+ * User-space helpers shared by the test, the benchmark and the demo of /dev/aikrs_tlb: buffers
  * mapped one mmap() each (as buffer objects are), reader threads pinned on every CPU,
  * and the kernel's own TLB counters (/proc/interrupts "TLB", /proc/vmstat
  * nr_tlb_remote_flush with CONFIG_DEBUG_TLBFLUSH).
@@ -34,29 +34,36 @@ struct tlbu_bufs {
 	volatile uint64_t **map;
 };
 
-/* Opens the device, creates `n` one-page buffers and maps each with its own mmap(). */
-static inline int tlbu_create(struct tlbu_bufs *b, unsigned int n)
+/* Maps each of the `b->n` buffers of `b->fd` at `b->offset` with its own mmap(). */
+static inline int tlbu_map(struct tlbu_bufs *b)
 {
-	struct aikrs_tlb_create c = { .count = n, .pages = 1 };
 	unsigned int i;
 
-	b->fd = open("/dev/aikrs_tlb", O_RDWR);
-	if (b->fd < 0 || ioctl(b->fd, AIKRS_TLB_IOC_CREATE, &c))
-		return -errno;
-	b->n = n;
-	b->offset = c.offset;
-	b->map = calloc(n, sizeof(*b->map));
+	b->map = calloc(b->n, sizeof(*b->map));
 	if (!b->map)
 		return -ENOMEM;
-	for (i = 0; i < n; i++) {
+	for (i = 0; i < b->n; i++) {
 		void *p = mmap(NULL, TLBU_PAGE, PROT_READ, MAP_SHARED, b->fd,
-			       c.offset + i * TLBU_PAGE);
+			       b->offset + i * TLBU_PAGE);
 
 		if (p == MAP_FAILED)
 			return -errno;
 		b->map[i] = p;
 	}
 	return 0;
+}
+
+/* Opens the device, creates `n` one-page buffers and maps each (tlbu_map()). */
+static inline int tlbu_create(struct tlbu_bufs *b, unsigned int n)
+{
+	struct aikrs_tlb_create c = { .count = n, .pages = 1 };
+
+	b->fd = open("/dev/aikrs_tlb", O_RDWR);
+	if (b->fd < 0 || ioctl(b->fd, AIKRS_TLB_IOC_CREATE, &c))
+		return -errno;
+	b->n = n;
+	b->offset = c.offset;
+	return tlbu_map(b);
 }
 
 static inline void tlbu_destroy(struct tlbu_bufs *b)
