@@ -209,6 +209,14 @@ fn median(mut v: [u64; REPS]) -> u64 {
     v[REPS / 2]
 }
 
+/// Prints the medians of ours against both iova.c paths (`alloc_iova_fast` and
+/// `alloc_iova`), measured over the same repetitions.
+fn print_medians(case: &str, ours: [u64; REPS], fast: [u64; REPS], plain: [u64; REPS]) {
+    let o = median(ours);
+    print_pair(case, "fast", o, median(fast));
+    print_pair(case, "alloc_iova", o, median(plain));
+}
+
 fn run_fixed(ours: &Domain, base: &IovaDomain) -> Result {
     const STEPS: u32 = 20000;
     let mut live = KVVec::from_elem(0u64, W, GFP_KERNEL)?;
@@ -226,9 +234,7 @@ fn run_fixed(ours: &Domain, base: &IovaDomain) -> Result {
             (p[r], pf) = (x, pf + e);
         }
         let after = ours.stats();
-        let (o, f, p) = (median(o), median(f), median(p));
-        print_pair(name, "fast", o, f);
-        print_pair(name, "alloc_iova", o, p);
+        print_medians(name, o, f, p);
         pr_info!(
             "bench-info: iova.{} live={} steps={} reps={} (median) failed: ours={} fast={} alloc_iova={}; ours (all reps, incl. untimed fill/empty): cache hits={} depot hits={} tree lock round-trips={}\n",
             name,
@@ -260,9 +266,7 @@ fn run_all_cpus(ours: &Domain, base: &IovaDomain) -> Result {
             (f[r], _) = time_all_cpus(Backend::Fast(base), size, MILLIS)?;
             (p[r], _) = time_all_cpus(Backend::Plain(base), size, MILLIS)?;
         }
-        let (o, f, p) = (median(o), median(f), median(p));
-        print_pair(name, "fast", o, f);
-        print_pair(name, "alloc_iova", o, p);
+        print_medians(name, o, f, p);
         pr_info!(
             "bench-info: iova.{} cpus={} live={} per CPU, {} ms per run, reps={} (median)\n",
             name,

@@ -35,6 +35,28 @@ fn model_view(s: &Stats) -> [u64; 7] {
     ]
 }
 
+/// A model's statistics in the order of [`model_view`]; `live` maps each live
+/// allocation's first pfn to its size.
+fn model_row(
+    live: &BTreeMap<u64, u64>,
+    span: u64,
+    free: u64,
+    largest: u64,
+    blocks: u64,
+    reserved: u64,
+) -> [u64; 7] {
+    let allocated: u64 = live.values().sum();
+    [
+        span,
+        free,
+        largest,
+        blocks,
+        allocated,
+        live.len() as u64,
+        reserved,
+    ]
+}
+
 fn conservation(s: &Stats) -> Result<(), TestCaseError> {
     prop_assert_eq!(
         s.free_pages + s.allocated_pages + s.reserved_pages,
@@ -201,16 +223,7 @@ impl Bitmap {
                 }
             }
         }
-        let allocated: u64 = self.live.values().sum();
-        [
-            self.span(),
-            free,
-            largest,
-            blocks,
-            allocated,
-            self.live.len() as u64,
-            reserved,
-        ]
+        model_row(&self.live, self.span(), free, largest, blocks, reserved)
     }
 }
 
@@ -736,16 +749,14 @@ impl Intervals {
             largest = largest.max(b - a + 1);
         }
         let allocated: u64 = self.live.values().sum();
-        let reserved = span - free - allocated;
-        [
+        model_row(
+            &self.live,
             span,
             free,
             largest,
             blocks,
-            allocated,
-            self.live.len() as u64,
-            reserved,
-        ]
+            span - free - allocated,
+        )
     }
 }
 
