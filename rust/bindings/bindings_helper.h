@@ -23,6 +23,10 @@
 #include <linux/vmalloc.h>
 
 
+#ifdef CONFIG_AIKRS_DRM_SCHED
+#include "aikrs_drm.h"
+#endif
+
 #ifdef CONFIG_AIKRS_TLB_BATCH
 #include "aikrs_tlb.h"
 #endif

@@ -129,3 +129,13 @@ pub fn swap_remove<T: Copy, A: crate::alloc::Allocator>(
     };
     Some(x)
 }
+
+/// `-ECANCELED` (not among Linux 6.12's `kernel::error::code`s).
+pub fn ecanceled() -> crate::error::Error {
+    crate::error::Error::from_errno(-(bindings::ECANCELED as core::ffi::c_int))
+}
+
+/// `-ETIMEDOUT` (not among Linux 6.12's `kernel::error::code`s).
+pub fn etimedout() -> crate::error::Error {
+    crate::error::Error::from_errno(-(bindings::ETIMEDOUT as core::ffi::c_int))
+}

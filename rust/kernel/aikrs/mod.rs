@@ -13,6 +13,8 @@ pub mod compat;
 pub mod cpu;
 #[cfg(CONFIG_DEBUG_FS)]
 pub mod debugfs;
+#[cfg(CONFIG_AIKRS_DRM_SCHED)]
+pub mod fence;
 #[cfg(CONFIG_IOMMU_IOVA)]
 pub mod iova;
 pub mod kthread;
@@ -21,6 +23,10 @@ pub mod kunit;
 pub mod mapping;
 pub mod miscdev;
 pub mod percpu;
+#[cfg(CONFIG_AIKRS_DRM_SCHED)]
+pub mod sched;
+#[cfg(CONFIG_AIKRS_DRM_SCHED)]
+pub mod timer;
 #[cfg(CONFIG_AIKRS_TLB_BATCH)]
 pub mod tlb;
 /// The `core`-only TLB flush planner (host crate `mm/aikrs_tlb/core`, tested there).

@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Gang-aware GPU job scheduling on drm_sched, on a model GPU.
+//!
+//! - `policy` (`core/src/policy.rs`, host crate `aikrs-gang-core`): the `core`-only
+//!   policy deciding when each job may reach the hardware (gangs all-or-nothing, DAG
+//!   dependencies, priority classes), property-tested on the host;
+//! - `model`: the model GPU, N rings each driven by a real `drm_gpu_scheduler`, with an
+//!   hrtimer "engine" per ring that runs, preempts and completes jobs;
+//! - `gang`: the layer over drm_sched that applies the policy, and plain drm_sched
+//!   contexts for comparison;
+//! - `tests`: the KUnit suite (`CONFIG_AIKRS_GANG_KUNIT_TEST`);
+//! - `bench`: the benchmark and demo (`CONFIG_AIKRS_GANG_BENCH`, `aikrs.mode=`).
+
+#[path = "core/src/policy.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod policy;
+
+#[cfg(CONFIG_AIKRS_GANG_BENCH)]
+mod bench;
+mod gang;
+mod model;
+#[cfg(CONFIG_AIKRS_GANG_KUNIT_TEST)]
+mod tests;
+
+use kernel::prelude::*;
+
+module! {
+    type: AikrsGang,
+    name: "aikrs_gang",
+    description: "Gang-aware drm_sched policy on a model GPU",
+    license: "GPL",
+}
+
+struct AikrsGang {
+    #[cfg(CONFIG_AIKRS_GANG_BENCH)]
+    _demo: Option<bench::Demo>,
+}
+
+impl kernel::Module for AikrsGang {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        #[cfg(CONFIG_AIKRS_GANG_BENCH)]
+        {
+            use kernel::aikrs::compat::cmdline_is;
+            if cmdline_is("aikrs.mode", "bench") {
+                bench::run_all();
+            }
+            let demo = if cmdline_is("aikrs.mode", "demo") {
+                bench::Demo::run().ok()
+            } else {
+                None
+            };
+            Ok(Self { _demo: demo })
+        }
+        #[cfg(not(CONFIG_AIKRS_GANG_BENCH))]
+        Ok(Self {})
+    }
+}

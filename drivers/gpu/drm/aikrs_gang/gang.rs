@@ -1,0 +1,673 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The gang-aware scheduling layer over drm_sched ([`GangSched`]), and plain drm_sched
+//! entities on the same model GPU for comparison ([`PlainCtx`]).
+//!
+//! [`GangSched`] owns one drm_sched entity per ring and priority class and decides with
+//! the `core`-only policy (`core/src/policy.rs`) when each job is pushed to its entity:
+//! a job is initialised at submission (`drm_sched_job_init`) but armed and pushed only
+//! when the policy releases it, so a gang's members reach drm_sched together, once every
+//! member's dependencies are met and every member's ring is idle, and nothing else is
+//! pushed onto those rings until they started. Each job gets a fence of its own at
+//! submission (the user's handle for dependencies), signalled when drm_sched's finished
+//! fence signals or with an error when the job fails or is cancelled.
+//!
+//! Locking and contexts:
+//! - `state` (spinlock, irq-safe) holds the policy and the per-job records. Fence
+//!   callbacks only record what happened under it and queue the work item: they run
+//!   under fence locks, where nothing may be signalled, pushed or unregistered.
+//! - `process` (the work item, or the submitting thread) runs under the `push` mutex:
+//!   it feeds the recorded events to the policy, takes the resulting actions out of the
+//!   records under `state`, and performs them after dropping it (push to drm_sched,
+//!   signal fences, drop fence callbacks, cancel engine jobs), in process context.
+
+use crate::model::{GangTiming, JobInfo, ModelGpu, RingBackend, SchedJob, HANG};
+use crate::policy::{self, Class, Event, JobId, Policy, Slot, Spec, MAX_BATCH};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use kernel::aikrs::{
+    compat::{clear_copy, ecanceled},
+    cpu::{ktime_ns, with_irqsave},
+    fence::{Fence, OnSignal, Signaller, Waiter},
+    sched::{Entity, NewJob, Priority},
+    timer::{msleep, Run, Work},
+};
+use kernel::prelude::*;
+use kernel::sync::{Arc, ArcBorrow, Mutex, SpinLock};
+use kernel::{new_mutex, new_spinlock};
+
+/// The engine priority and drm_sched priority of a class.
+fn class_prio(c: Class) -> (u8, Priority) {
+    match c {
+        Class::Kernel => (3, Priority::Kernel),
+        Class::Latency => (2, Priority::High),
+        Class::Normal => (1, Priority::Normal),
+        Class::Bulk => (0, Priority::Low),
+    }
+}
+
+fn class_index(c: Class) -> usize {
+    c as usize
+}
+
+/// One job of a submission.
+pub(crate) struct JobSpec<'a> {
+    pub(crate) ring: u32,
+    pub(crate) class: Class,
+    /// Run time on the model engine in microseconds.
+    pub(crate) run_us: u32,
+    /// Never completes (for timeout tests).
+    pub(crate) hang: bool,
+    /// Gang label within the submission.
+    pub(crate) gang: Option<u8>,
+    /// Bit `i`: runs after job `i` of the same submission finished successfully.
+    pub(crate) after: u64,
+    /// Fences to wait for (any `dma_fence`, e.g. an earlier job's [`Submitted::done`]).
+    pub(crate) deps: &'a [Fence],
+}
+
+/// A submitted job, as the submitter sees it.
+pub(crate) struct Submitted {
+    /// Signals when the job finished, with an error if it failed or was cancelled.
+    pub(crate) done: Fence,
+    pub(crate) info: Arc<JobInfo>,
+}
+
+/// What happened to a job's fences since `process` last looked.
+#[derive(Default)]
+struct Pending {
+    ext_ok: u32,
+    ext_failed: u32,
+    /// The job's finished fence signalled: `Some(ok)`.
+    finished: Option<bool>,
+}
+
+/// The per-slot record of a job.
+#[derive(Default)]
+struct Rec {
+    gen: u32,
+    job: Option<NewJob<RingBackend>>,
+    done: Option<Signaller>,
+    info: Option<Arc<JobInfo>>,
+    deps: KVec<Waiter<DepCb>>,
+    fin: Option<Waiter<FinCb>>,
+    pending: Pending,
+    /// On the dirty list.
+    dirty: bool,
+    /// Its gang failed after it was released: its fence fails whatever the engine says.
+    cancelled: bool,
+    in_gang: bool,
+}
+
+/// The policy's storage.
+struct Slots(KVec<Slot>);
+
+impl AsRef<[Slot]> for Slots {
+    fn as_ref(&self) -> &[Slot] {
+        &self.0
+    }
+}
+
+impl AsMut<[Slot]> for Slots {
+    fn as_mut(&mut self) -> &mut [Slot] {
+        &mut self.0
+    }
+}
+
+struct State {
+    policy: Policy<Slots>,
+    recs: KVec<Rec>,
+    /// Slots whose `pending` changed (capacity: one per slot, never grows).
+    dirty: KVec<u32>,
+    /// The policy's events of one step (capacity reserved, never grows).
+    events: KVec<Event>,
+    dead: bool,
+}
+
+/// Counters of a [`GangSched`].
+#[derive(Default)]
+pub(crate) struct GangCounters {
+    pub(crate) submitted: AtomicU64,
+    pub(crate) released: AtomicU64,
+    pub(crate) gang_members_released: AtomicU64,
+    /// Sum over released gang members of (release - ready): the time members waited at
+    /// the gang barrier for the rest of the gang and for their rings.
+    pub(crate) barrier_wait_ns: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+}
+
+/// An action decided under the state lock, performed after it.
+enum Act {
+    Push(u32, u32, NewJob<RingBackend>, Arc<JobInfo>),
+    /// Signal a job's fence and drop its callbacks.
+    Finish(Option<Signaller>, Result, KVec<Waiter<DepCb>>, Option<Waiter<FinCb>>),
+    Cancel(Arc<JobInfo>),
+}
+
+/// The work item's data: the `Inner` it belongs to.
+struct Kick(AtomicPtr<Inner>);
+
+impl Run for Kick {
+    fn run(&self) {
+        let p = self.0.load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: `p` points to the `Inner` that owns this work item (set once it is
+            // in its `Arc`); `Inner`'s first field is the work item, whose drop waits
+            // for this function, so `Inner` is alive while we run.
+            unsafe { &*p }.process();
+        }
+    }
+}
+
+struct Inner {
+    // Declared first: dropped (cancelled, waited for) before anything it uses.
+    work: Work<Kick>,
+    /// `entities[ring * 4 + class]`.
+    entities: KVec<Entity<RingBackend>>,
+    state: Pin<KBox<SpinLock<State>>>,
+    push: Pin<KBox<Mutex<()>>>,
+    counters: GangCounters,
+    // Declared last: the entities are destroyed before the GPU may go.
+    gpu: Arc<ModelGpu>,
+}
+
+/// Records a dependency of a job that signalled.
+struct DepCb {
+    inner: Arc<Inner>,
+    slot: u32,
+    gen: u32,
+}
+
+/// Records that a released job's drm_sched finished fence signalled.
+struct FinCb {
+    inner: Arc<Inner>,
+    slot: u32,
+    gen: u32,
+}
+
+impl OnSignal for DepCb {
+    fn signalled(&self, result: Result) {
+        self.inner.note(self.slot, self.gen, |p| {
+            if result.is_ok() {
+                p.ext_ok += 1;
+            } else {
+                p.ext_failed += 1;
+            }
+        });
+    }
+}
+
+impl OnSignal for FinCb {
+    fn signalled(&self, result: Result) {
+        self.inner.note(self.slot, self.gen, |p| p.finished = Some(result.is_ok()));
+    }
+}
+
+fn policy_err(e: policy::Error) -> Error {
+    match e {
+        policy::Error::NoSpace => ENOSPC,
+        _ => EINVAL,
+    }
+}
+
+impl Inner {
+    /// Records an event of job `slot` (if it is still generation `gen`) and queues the
+    /// work item. Any context; called under fence locks.
+    fn note(&self, slot: u32, gen: u32, f: impl FnOnce(&mut Pending)) {
+        let now = ktime_ns();
+        let queue = with_irqsave(&self.state, |st| {
+            let Some(r) = st.recs.get_mut(slot as usize) else { return false };
+            if r.gen != gen {
+                return false;
+            }
+            f(&mut r.pending);
+            if let Some(i) = &r.info {
+                i.ready_ns.fetch_max(now, Ordering::Relaxed);
+            }
+            if !r.dirty {
+                r.dirty = true;
+                // Capacity is one entry per slot and a slot is on the list at most once.
+                let _ = st.dirty.push(slot, GFP_ATOMIC);
+            }
+            true
+        });
+        if queue {
+            self.work.queue();
+        }
+    }
+
+    /// Moves what the policy decided into actions; under the state lock.
+    fn collect(st: &mut State, acts: &mut KVec<Act>, counters: &GangCounters) {
+        let n = st.events.len();
+        for i in 0..n {
+            let Some(&ev) = st.events.get(i) else { break };
+            let res = match ev {
+                Event::Release(id) => {
+                    let Some(r) = st.recs.get_mut(id as usize) else { continue };
+                    let (Some(job), Some(info)) = (r.job.take(), r.info.clone()) else { continue };
+                    Act::Push(id, r.gen, job, info)
+                }
+                Event::Fail(id) => {
+                    let Some(r) = st.recs.get_mut(id as usize) else { continue };
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    let act = Act::Finish(r.done.take(), Err(ecanceled()), core::mem::take(&mut r.deps), r.fin.take());
+                    Self::free_rec(r);
+                    act
+                }
+                Event::Cancel(id) => {
+                    let Some(r) = st.recs.get_mut(id as usize) else { continue };
+                    r.cancelled = true;
+                    counters.cancelled.fetch_add(1, Ordering::Relaxed);
+                    let Some(info) = r.info.clone() else { continue };
+                    Act::Cancel(info)
+                }
+            };
+            // `acts` had room reserved for every slot's action; see `process`.
+            let _ = acts.push(res, GFP_ATOMIC);
+        }
+        clear_copy(&mut st.events);
+    }
+
+    /// Forgets a record's job (its slot is free in the policy).
+    fn free_rec(r: &mut Rec) {
+        r.gen = r.gen.wrapping_add(1);
+        r.job = None;
+        r.info = None;
+        r.pending = Pending::default();
+        r.cancelled = false;
+        r.in_gang = false;
+    }
+
+    /// Feeds recorded fence events to the policy, releases what may go, and performs the
+    /// actions. Process context; serialised by `push`.
+    fn process(&self) {
+        let _serial = self.push.lock();
+        loop {
+            let mut acts = KVec::new();
+            // Room for the worst case: every slot acts once, plus the releases.
+            let cap = with_irqsave(&self.state, |st| st.recs.len()) + 1;
+            if acts.reserve(cap, GFP_KERNEL).is_err() {
+                // Try again later rather than lose events.
+                msleep(1);
+                self.work.queue();
+                return;
+            }
+            let counters = &self.counters;
+            with_irqsave(&self.state, |st| {
+                let State {
+                    policy,
+                    recs,
+                    dirty,
+                    events,
+                    dead,
+                } = st;
+                let mut emit = |e: Event| {
+                    let _ = events.push(e, GFP_ATOMIC);
+                };
+                for &slot in dirty.iter() {
+                    let Some(r) = recs.get_mut(slot as usize) else { continue };
+                    r.dirty = false;
+                    let p = core::mem::take(&mut r.pending);
+                    for _ in 0..p.ext_ok {
+                        policy.ext_done(slot, true, &mut emit);
+                    }
+                    for _ in 0..p.ext_failed {
+                        policy.ext_done(slot, false, &mut emit);
+                    }
+                    if let Some(ok) = p.finished {
+                        let ok = ok && !r.cancelled;
+                        if policy.finished(slot, ok, &mut emit) {
+                            let act = Act::Finish(
+                                r.done.take(),
+                                if ok { Ok(()) } else { Err(ecanceled()) },
+                                core::mem::take(&mut r.deps),
+                                r.fin.take(),
+                            );
+                            Self::free_rec(r);
+                            let _ = acts.push(act, GFP_ATOMIC);
+                        }
+                    }
+                }
+                clear_copy(dirty);
+                if !*dead {
+                    policy.poll(&mut emit);
+                }
+                Self::collect(st, &mut acts, counters);
+            });
+            if acts.is_empty() {
+                return;
+            }
+            for act in acts.into_iter() {
+                self.act(act);
+            }
+        }
+    }
+
+    fn act(&self, act: Act) {
+        match act {
+            Act::Push(slot, gen, job, info) => {
+                let now = ktime_ns();
+                info.release_ns.store(now, Ordering::Relaxed);
+                self.counters.released.fetch_add(1, Ordering::Relaxed);
+                if info.gang.is_some() {
+                    self.counters.gang_members_released.fetch_add(1, Ordering::Relaxed);
+                    let ready = info.ready_ns.load(Ordering::Relaxed);
+                    self.counters.barrier_wait_ns.fetch_add((now - ready).max(0) as u64, Ordering::Relaxed);
+                }
+                let finished = job.push();
+                self.watch_finished(slot, gen, &finished);
+            }
+            Act::Finish(done, result, deps, fin) => {
+                if let Some(d) = done {
+                    d.signal(result);
+                }
+                drop(deps);
+                drop(fin);
+            }
+            Act::Cancel(info) => {
+                self.gpu.cancel(&info, ecanceled());
+            }
+        }
+    }
+
+    /// Registers the callback on a pushed job's finished fence.
+    fn watch_finished(&self, slot: u32, gen: u32, finished: &Fence) {
+        let Some(me) = self.arc() else { return };
+        let cb = FinCb { inner: me, slot, gen };
+        match Waiter::new(finished, cb) {
+            Ok(Ok(w)) => {
+                let spare = with_irqsave(&self.state, |st| match st.recs.get_mut(slot as usize) {
+                    Some(r) if r.gen == gen && r.fin.is_none() => {
+                        r.fin = Some(w);
+                        None
+                    }
+                    _ => Some(w),
+                });
+                drop(spare);
+            }
+            Ok(Err((cb, res))) => cb.signalled(res),
+            Err(_) => {
+                // No memory for the callback: poll the fence instead.
+                while !finished.wait_ms(10) {}
+                self.note(slot, gen, |p| p.finished = Some(finished.status() == Some(Ok(()))));
+            }
+        }
+    }
+
+    /// A new reference to ourselves.
+    fn arc(&self) -> Option<Arc<Inner>> {
+        let p = self.work.data().0.load(Ordering::Acquire);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: `p` is the data pointer of the `Arc` that owns `self` (what
+        // `Arc::into_raw` returns), and that `Arc` is alive while we run on `self`.
+        let b = unsafe { ArcBorrow::from_raw(p) };
+        Some(Arc::from(b))
+    }
+}
+
+/// The gang-aware scheduler of one model GPU.
+pub(crate) struct GangSched {
+    inner: Arc<Inner>,
+}
+
+impl GangSched {
+    /// A scheduler for `gpu` that can hold `slots` unfinished jobs.
+    pub(crate) fn new(gpu: Arc<ModelGpu>, slots: u32) -> Result<Self> {
+        if slots == 0 || slots > 1 << 20 {
+            return Err(EINVAL);
+        }
+        let n = slots as usize;
+        let mut store = KVec::with_capacity(n, GFP_KERNEL)?;
+        let mut recs = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            store.push(Slot::default(), GFP_KERNEL)?;
+            recs.push(Rec::default(), GFP_KERNEL)?;
+        }
+        let policy = Policy::new(Slots(store), gpu.rings()).map_err(policy_err)?;
+        let mut entities = KVec::with_capacity(gpu.rings() as usize * Class::COUNT, GFP_KERNEL)?;
+        for ring in 0..gpu.rings() {
+            let Some(sched) = gpu.sched(ring) else { return Err(EINVAL) };
+            for c in [Class::Bulk, Class::Normal, Class::Latency, Class::Kernel] {
+                // SAFETY: The entity lives in `Inner`, which also holds `gpu` (declared
+                // after the entities, so dropped after them): the scheduler outlives it.
+                entities.push(unsafe { Entity::new(sched, class_prio(c).1)? }, GFP_KERNEL)?;
+            }
+        }
+        let state = KBox::pin_init(
+            new_spinlock!(
+                State {
+                    policy,
+                    recs,
+                    dirty: KVec::with_capacity(n, GFP_KERNEL)?,
+                    events: KVec::with_capacity(n + MAX_BATCH, GFP_KERNEL)?,
+                    dead: false,
+                },
+                "aikrs_gang_state"
+            ),
+            GFP_KERNEL,
+        )?;
+        let inner = Arc::new(
+            Inner {
+                work: Work::new(Kick(AtomicPtr::new(core::ptr::null_mut())))?,
+                entities,
+                state,
+                push: KBox::pin_init(new_mutex!((), "aikrs_gang_push"), GFP_KERNEL)?,
+                counters: GangCounters::default(),
+                gpu,
+            },
+            GFP_KERNEL,
+        )?;
+        let p: *const Inner = &*inner;
+        inner.work.data().0.store(p.cast_mut(), Ordering::Release);
+        Ok(Self { inner })
+    }
+
+    pub(crate) fn counters(&self) -> &GangCounters {
+        &self.inner.counters
+    }
+
+    pub(crate) fn policy_stats(&self) -> policy::Stats {
+        with_irqsave(&self.inner.state, |st| st.policy.stats())
+    }
+
+    pub(crate) fn gpu(&self) -> &Arc<ModelGpu> {
+        &self.inner.gpu
+    }
+
+    /// Submits a batch of jobs from context `ctx`; returns their handles in order.
+    /// Process context. Errors: `EINVAL` for a bad batch (empty, too big, bad ring, a
+    /// gang wider than the rings or with two members on one ring or mixed classes, a bad
+    /// or cyclic dependency), `ENOSPC` when the scheduler is full, `ENODEV` after
+    /// shutdown; nothing is submitted then.
+    pub(crate) fn submit(&self, ctx: u32, specs: &[JobSpec<'_>]) -> Result<KVec<Submitted>> {
+        let inner = &self.inner;
+        let gpu = &inner.gpu;
+        if specs.is_empty() || specs.len() > MAX_BATCH {
+            return Err(EINVAL);
+        }
+        // Everything that allocates, before the lock.
+        let mut pspecs = KVec::with_capacity(specs.len(), GFP_KERNEL)?;
+        let mut parts = KVec::with_capacity(specs.len(), GFP_KERNEL)?;
+        let mut gangs: [Option<Arc<GangTiming>>; MAX_BATCH] = [const { None }; MAX_BATCH];
+        for s in specs {
+            if s.ring >= gpu.rings() {
+                return Err(EINVAL);
+            }
+            let members = specs.iter().filter(|o| o.gang.is_some() && o.gang == s.gang).count();
+            let timing = match s.gang {
+                Some(g) => {
+                    let e = gangs.get_mut(g as usize).ok_or(EINVAL)?;
+                    if e.is_none() {
+                        *e = Some(GangTiming::new(members as u32)?);
+                    }
+                    e.clone()
+                }
+                None => None,
+            };
+            let (prio, _) = class_prio(s.class);
+            let run_ns = if s.hang { HANG } else { u64::from(s.run_us) * 1000 };
+            let info = JobInfo::new(gpu, s.ring, prio, run_ns, s.class == Class::Bulk, s.class >= Class::Latency, timing)?;
+            let entity = inner.entities.get(s.ring as usize * Class::COUNT + class_index(s.class)).ok_or(EINVAL)?;
+            let job = NewJob::new(entity, SchedJob::new(gpu, info.clone()), u64::from(ctx))?;
+            let done = Signaller::new()?;
+            pspecs.push(
+                Spec {
+                    ring: s.ring,
+                    class: s.class,
+                    gang: s.gang,
+                    deps: s.after,
+                    ext: s.deps.len() as u32,
+                },
+                GFP_KERNEL,
+            )?;
+            parts.push((job, done, info), GFP_KERNEL)?;
+        }
+        let mut ids = [0 as JobId; MAX_BATCH];
+        let mut out = KVec::with_capacity(specs.len(), GFP_KERNEL)?;
+        let mut gens = [0u32; MAX_BATCH];
+        let mut parts_iter = parts.into_iter();
+        let r = with_irqsave(&inner.state, |st| -> Result {
+            if st.dead {
+                return Err(ENODEV);
+            }
+            st.policy.submit(ctx, &pspecs, &mut ids).map_err(policy_err)?;
+            for (i, &id) in ids.iter().take(specs.len()).enumerate() {
+                let Some((job, done, info)) = parts_iter.next() else { break };
+                let fence = done.fence();
+                let in_gang = st.policy.gang_of(id).is_some();
+                if let Some(r) = st.recs.get_mut(id as usize) {
+                    r.job = Some(job);
+                    r.done = Some(done);
+                    r.info = Some(info.clone());
+                    r.in_gang = in_gang;
+                    gens[i] = r.gen;
+                }
+                let _ = out.push(Submitted { done: fence, info }, GFP_ATOMIC);
+            }
+            Ok(())
+        });
+        // On error the unused jobs, fences and infos are dropped here, outside the lock.
+        drop(parts_iter);
+        r?;
+        inner.counters.submitted.fetch_add(specs.len() as u64, Ordering::Relaxed);
+        // Dependencies on fences: a callback each, or counted at once if signalled.
+        for (i, s) in specs.iter().enumerate() {
+            let (slot, gen) = (ids[i], gens[i]);
+            for f in s.deps {
+                let Some(me) = inner.arc() else { break };
+                let cb = DepCb { inner: me, slot, gen };
+                match Waiter::new(f, cb)? {
+                    Ok(w) => {
+                        let spare = with_irqsave(&inner.state, |st| match st.recs.get_mut(slot as usize) {
+                            Some(r) if r.gen == gen => r.deps.push(w, GFP_ATOMIC).err().map(|_| ()),
+                            _ => None,
+                        });
+                        // A push failure drops the waiter, which unregisters it: count
+                        // the dependency as met only if it has signalled meanwhile.
+                        if spare.is_some() {
+                            while !f.wait_ms(10) {}
+                            let ok = f.status() == Some(Ok(()));
+                            inner.note(slot, gen, |p| if ok { p.ext_ok += 1 } else { p.ext_failed += 1 });
+                        }
+                    }
+                    Err((cb, res)) => cb.signalled(res),
+                }
+            }
+        }
+        // Jobs without dependencies may go now.
+        inner.process();
+        Ok(out)
+    }
+
+    /// Fails everything not yet finished and waits (up to 5 s) until nothing is in
+    /// flight. Further submissions get `ENODEV`. Process context.
+    pub(crate) fn shutdown(&self) {
+        let inner = &self.inner;
+        let mut acts = KVec::new();
+        let cap = with_irqsave(&inner.state, |st| st.recs.len()) + 1;
+        let _ = acts.reserve(cap, GFP_KERNEL);
+        {
+            let _serial = inner.push.lock();
+            let counters = &inner.counters;
+            with_irqsave(&inner.state, |st| {
+                st.dead = true;
+                let events = &mut st.events;
+                st.policy.abort_all(&mut |e| {
+                    let _ = events.push(e, GFP_ATOMIC);
+                });
+                Inner::collect(st, &mut acts, counters);
+            });
+        }
+        for a in acts.into_iter() {
+            inner.act(a);
+        }
+        for _ in 0..5000 {
+            inner.process();
+            let busy = with_irqsave(&inner.state, |st| (0..st.policy.rings()).any(|r| st.policy.in_flight(r) != 0));
+            if !busy {
+                break;
+            }
+            msleep(1);
+        }
+        inner.work.cancel_sync();
+        // Drop every remaining callback (they hold references to `inner`).
+        let mut left = KVec::new();
+        with_irqsave(&inner.state, |st| {
+            for r in st.recs.iter_mut() {
+                let deps = core::mem::take(&mut r.deps);
+                let fin = r.fin.take();
+                let done = r.done.take();
+                let job = r.job.take();
+                if !deps.is_empty() || fin.is_some() || done.is_some() || job.is_some() {
+                    let _ = left.push((deps, fin, done, job), GFP_ATOMIC);
+                }
+            }
+        });
+        drop(left);
+    }
+}
+
+impl Drop for GangSched {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Plain drm_sched entities of one context on the model GPU: every job is pushed at
+/// once with its dependencies (`drm_sched_job_add_dependency`), as a driver without the
+/// gang layer does. The baseline of the benchmark.
+pub(crate) struct PlainCtx {
+    /// One entity per ring.
+    entities: KVec<Entity<RingBackend>>,
+    gpu: Arc<ModelGpu>,
+    ctx: u32,
+}
+
+impl PlainCtx {
+    /// A context with one entity per ring at drm_sched priority `prio`.
+    pub(crate) fn new(gpu: Arc<ModelGpu>, prio: Priority, ctx: u32) -> Result<Self> {
+        let mut entities = KVec::with_capacity(gpu.rings() as usize, GFP_KERNEL)?;
+        for ring in 0..gpu.rings() {
+            let Some(sched) = gpu.sched(ring) else { return Err(EINVAL) };
+            // SAFETY: `self.gpu` (declared after the entities) keeps the scheduler alive
+            // until the entities are dropped.
+            entities.push(unsafe { Entity::new(sched, prio)? }, GFP_KERNEL)?;
+        }
+        Ok(Self { entities, gpu, ctx })
+    }
+
+    /// Pushes one job to `ring` that runs `run_us` after `deps`.
+    pub(crate) fn submit(&self, ring: u32, run_us: u32, deps: &[Fence], gang: Option<Arc<GangTiming>>) -> Result<Submitted> {
+        let entity = self.entities.get(ring as usize).ok_or(EINVAL)?;
+        let info = JobInfo::new(&self.gpu, ring, 1, u64::from(run_us) * 1000, false, false, gang)?;
+        let mut job = NewJob::new(entity, SchedJob::new(&self.gpu, info.clone()), u64::from(self.ctx))?;
+        for d in deps {
+            job.add_dependency(d)?;
+        }
+        info.release_ns.store(ktime_ns(), Ordering::Relaxed);
+        let done = job.push();
+        Ok(Submitted { done, info })
+    }
+}

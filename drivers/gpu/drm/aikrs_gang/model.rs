@@ -1,0 +1,518 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The model GPU: a software stand-in for GPU hardware, not a driver for any device.
+//!
+//! A [`ModelGpu`] has N rings. Each ring is driven by a real `drm_gpu_scheduler`
+//! (`kernel::aikrs::sched`), whose `run_job` hands the job to the ring's model *engine*.
+//! An engine runs one job at a time, highest priority first (FIFO within a priority),
+//! and completes it after its declared run time: an hrtimer fires and the engine signals
+//! the job's hardware fence. A job marked *preemptible* (bulk work) is preempted at its
+//! next preemption point (every `preempt_us` microseconds of its run time, as mid-wave
+//! preemption on H100/MI300) when a job marked *preempting* (latency-critical work) is
+//! queued behind it; it resumes later with the run time it has left. A job that *hangs*
+//! never completes: drm_sched's timeout reaches [`RingBackend::timedout_job`], which
+//! stops it with `-ETIMEDOUT`.
+//!
+//! Locking: each engine's state is under its own spinlock, taken with interrupts
+//! disabled (the timer callback runs in hard interrupt context). Fences are signalled
+//! after the lock is dropped.
+
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use kernel::aikrs::{
+    compat::{ecanceled, etimedout},
+    cpu::{ktime_ns, with_irqsave},
+    fence::{Fence, Signaller},
+    sched::{Backend, Job, Scheduler},
+    timer::{msleep, Expired, Timer, TimerRef},
+};
+use kernel::new_spinlock;
+use kernel::prelude::*;
+use kernel::sync::{Arc, SpinLock};
+
+/// Jobs an engine can hold (running, queued, preempted). drm_sched's credit limit keeps
+/// the number handed to an engine below this.
+pub(crate) const ENGINE_SLOTS: usize = 16;
+
+/// The largest number of rings.
+pub(crate) const MAX_RINGS: u32 = 16;
+
+/// A job that never completes by itself.
+pub(crate) const HANG: u64 = u64::MAX;
+
+/// Start times of a gang's members, for the skew figure.
+pub(crate) struct GangTiming {
+    members: u32,
+    started: AtomicU32,
+    first_ns: AtomicI64,
+    last_ns: AtomicI64,
+}
+
+impl GangTiming {
+    pub(crate) fn new(members: u32) -> Result<Arc<Self>> {
+        Ok(Arc::new(
+            Self {
+                members,
+                started: AtomicU32::new(0),
+                first_ns: AtomicI64::new(i64::MAX),
+                last_ns: AtomicI64::new(0),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+}
+
+/// What the model knows of a job, shared with the scheduling layer and the benchmark.
+pub(crate) struct JobInfo {
+    pub(crate) id: u64,
+    pub(crate) ring: u32,
+    /// Engine priority: higher runs first.
+    pub(crate) prio: u8,
+    /// Declared run time in nanoseconds, or [`HANG`].
+    pub(crate) run_ns: u64,
+    pub(crate) preemptible: bool,
+    pub(crate) preempting: bool,
+    pub(crate) gang: Option<Arc<GangTiming>>,
+    /// Set when the job must not run (any more): the engine drops it with an error.
+    pub(crate) cancelled: AtomicBool,
+    pub(crate) submit_ns: AtomicI64,
+    /// When the job's last dependency was met (the scheduling layer sets it).
+    pub(crate) ready_ns: AtomicI64,
+    /// When the scheduling layer pushed it to drm_sched.
+    pub(crate) release_ns: AtomicI64,
+    /// First start on the engine (0: not yet).
+    pub(crate) start_ns: AtomicI64,
+    /// Completion on the engine (0: not yet).
+    pub(crate) end_ns: AtomicI64,
+    pub(crate) preemptions: AtomicU32,
+}
+
+impl JobInfo {
+    pub(crate) fn new(
+        gpu: &ModelGpu,
+        ring: u32,
+        prio: u8,
+        run_ns: u64,
+        preemptible: bool,
+        preempting: bool,
+        gang: Option<Arc<GangTiming>>,
+    ) -> Result<Arc<Self>> {
+        let now = ktime_ns();
+        Ok(Arc::new(
+            Self {
+                id: gpu.next_id.fetch_add(1, Ordering::Relaxed),
+                ring,
+                prio,
+                run_ns,
+                preemptible,
+                preempting,
+                gang,
+                cancelled: AtomicBool::new(false),
+                submit_ns: AtomicI64::new(now),
+                ready_ns: AtomicI64::new(now),
+                release_ns: AtomicI64::new(0),
+                start_ns: AtomicI64::new(0),
+                end_ns: AtomicI64::new(0),
+                preemptions: AtomicU32::new(0),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+}
+
+/// Event counts of one model GPU.
+#[derive(Default)]
+pub(crate) struct GpuStats {
+    pub(crate) jobs_run: AtomicU64,
+    pub(crate) preemptions: AtomicU64,
+    pub(crate) timeouts: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) gangs_started: AtomicU64,
+    pub(crate) gang_skew_ns_sum: AtomicU64,
+    pub(crate) gang_skew_ns_max: AtomicU64,
+    /// Jobs drm_sched still owns (pushed, not yet freed).
+    pub(crate) live_jobs: AtomicU64,
+}
+
+/// A job on an engine.
+struct Slot {
+    info: Arc<JobInfo>,
+    fence: Signaller,
+    /// Run time left, or [`HANG`].
+    left: u64,
+    seq: u64,
+}
+
+struct EngineState {
+    running: Option<Slot>,
+    /// When the running job (re)started.
+    slice_start: i64,
+    /// The preemption point the running job stops at (0: none requested).
+    preempt_at: i64,
+    queue: [Option<Slot>; ENGINE_SLOTS],
+    seq: u64,
+    dead: bool,
+}
+
+/// One ring's engine.
+pub(crate) struct Engine {
+    preempt_ns: u64,
+    stats: Arc<GpuStats>,
+    state: Pin<KBox<SpinLock<EngineState>>>,
+}
+
+/// A fence to signal once the engine lock is dropped.
+type ToSignal = Option<(Signaller, Result)>;
+
+impl EngineState {
+    /// Starts the best queued job if idle (highest priority, then oldest).
+    fn start_next(&mut self, now: i64, e: &Engine, t: &TimerRef) {
+        if self.running.is_some() {
+            return;
+        }
+        let mut best: Option<usize> = None;
+        for (i, s) in self.queue.iter().enumerate() {
+            if let Some(s) = s {
+                let better = match best.and_then(|b| self.queue[b].as_ref()) {
+                    None => true,
+                    Some(b) => (s.info.prio, core::cmp::Reverse(s.seq)) > (b.info.prio, core::cmp::Reverse(b.seq)),
+                };
+                if better {
+                    best = Some(i);
+                }
+            }
+        }
+        let Some(slot) = best.and_then(|i| self.queue[i].take()) else {
+            return;
+        };
+        if slot.info.start_ns.load(Ordering::Relaxed) == 0 {
+            slot.info.start_ns.store(now, Ordering::Relaxed);
+            e.stats.jobs_run.fetch_add(1, Ordering::Relaxed);
+            if let Some(g) = &slot.info.gang {
+                g.first_ns.fetch_min(now, Ordering::Relaxed);
+                g.last_ns.fetch_max(now, Ordering::Relaxed);
+                if g.started.fetch_add(1, Ordering::AcqRel) + 1 == g.members {
+                    let skew = (g.last_ns.load(Ordering::Relaxed) - g.first_ns.load(Ordering::Relaxed)).max(0) as u64;
+                    e.stats.gangs_started.fetch_add(1, Ordering::Relaxed);
+                    e.stats.gang_skew_ns_sum.fetch_add(skew, Ordering::Relaxed);
+                    e.stats.gang_skew_ns_max.fetch_max(skew, Ordering::Relaxed);
+                }
+            }
+        }
+        self.slice_start = now;
+        self.preempt_at = 0;
+        let left = slot.left;
+        self.running = Some(slot);
+        if left != HANG {
+            t.start_at(now.saturating_add(left as i64));
+        }
+        self.maybe_preempt(now, e, t);
+    }
+
+    /// If the running job is preemptible and a preempting job of higher priority waits,
+    /// arranges for the running job to stop at its next preemption point.
+    fn maybe_preempt(&mut self, now: i64, e: &Engine, t: &TimerRef) {
+        let Some(run) = &self.running else { return };
+        if !run.info.preemptible || self.preempt_at != 0 || e.preempt_ns == 0 {
+            return;
+        }
+        let prio = run.info.prio;
+        let waiting = self.queue.iter().flatten().any(|q| q.info.preempting && q.info.prio > prio);
+        if !waiting {
+            return;
+        }
+        let k = e.preempt_ns as i64;
+        let elapsed = (now - self.slice_start).max(0);
+        let at = self.slice_start + (elapsed / k + 1) * k;
+        let end = if run.left == HANG { i64::MAX } else { self.slice_start.saturating_add(run.left as i64) };
+        if at < end {
+            self.preempt_at = at;
+            t.start_at(at);
+        }
+    }
+}
+
+impl Engine {
+    fn new(preempt_ns: u64, stats: Arc<GpuStats>) -> Result<Self> {
+        let state = KBox::pin_init(
+            new_spinlock!(
+                EngineState {
+                    running: None,
+                    slice_start: 0,
+                    preempt_at: 0,
+                    queue: [const { None }; ENGINE_SLOTS],
+                    seq: 0,
+                    dead: false,
+                },
+                "aikrs_gang_engine"
+            ),
+            GFP_KERNEL,
+        )?;
+        Ok(Self {
+            preempt_ns,
+            stats,
+            state,
+        })
+    }
+
+    /// Takes a job into the engine (drm_sched's `run_job`); returns its hardware fence.
+    fn submit(&self, info: Arc<JobInfo>, t: &TimerRef) -> Result<Fence> {
+        let sig = Signaller::new()?;
+        let fence = sig.fence();
+        let now = ktime_ns();
+        let left = if info.run_ns == HANG { HANG } else { info.run_ns.max(1) };
+        let mut slot = Some(Slot {
+            info,
+            fence: sig,
+            left,
+            seq: 0,
+        });
+        let rejected: ToSignal = with_irqsave(&self.state, |st| {
+            let Some(mut s) = slot.take() else { return None };
+            if st.dead || s.info.cancelled.load(Ordering::Acquire) {
+                return Some((s.fence, Err(ecanceled())));
+            }
+            let Some(free) = st.queue.iter_mut().find(|q| q.is_none()) else {
+                return Some((s.fence, Err(ENOSPC)));
+            };
+            st.seq += 1;
+            s.seq = st.seq;
+            *free = Some(s);
+            if st.running.is_none() {
+                st.start_next(now, self, t);
+            } else {
+                st.maybe_preempt(now, self, t);
+            }
+            None
+        });
+        if let Some((s, r)) = rejected {
+            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            s.signal(r);
+        }
+        Ok(fence)
+    }
+
+    /// Stops job `id` (running or queued) and fails its hardware fence with `err`.
+    /// Returns whether the engine had it.
+    fn cancel(&self, id: u64, err: Error, t: &TimerRef) -> bool {
+        let now = ktime_ns();
+        let taken = with_irqsave(&self.state, |st| {
+            if st.running.as_ref().is_some_and(|r| r.info.id == id) {
+                let r = st.running.take();
+                st.preempt_at = 0;
+                st.start_next(now, self, t);
+                return r;
+            }
+            st.queue.iter_mut().find(|q| q.as_ref().is_some_and(|q| q.info.id == id)).and_then(|q| q.take())
+        });
+        match taken {
+            Some(s) => {
+                s.info.end_ns.store(now, Ordering::Relaxed);
+                self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                s.fence.signal(Err(err));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops everything for good; every job's hardware fence fails with `-ECANCELED`.
+    fn kill(&self, t: &TimerRef) {
+        let mut all = match KVec::with_capacity(ENGINE_SLOTS + 1, GFP_KERNEL) {
+            Ok(v) => v,
+            Err(_) => KVec::new(),
+        };
+        with_irqsave(&self.state, |st| {
+            st.dead = true;
+            let _ = t.try_cancel();
+            if let Some(r) = st.running.take() {
+                // Capacity is reserved above; if the push still failed, dropping the
+                // `Signaller` would fail its fence all the same.
+                let _ = all.push(r, GFP_ATOMIC);
+            }
+            for q in st.queue.iter_mut() {
+                if let Some(s) = q.take() {
+                    let _ = all.push(s, GFP_ATOMIC);
+                }
+            }
+        });
+        for s in all.into_iter() {
+            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            s.fence.signal(Err(ecanceled()));
+        }
+    }
+}
+
+impl Expired for Engine {
+    fn expired(&self, t: &TimerRef) {
+        let now = ktime_ns();
+        let done: ToSignal = with_irqsave(&self.state, |st| {
+            let Some(run) = &mut st.running else { return None };
+            let elapsed = (now - st.slice_start).max(0) as u64;
+            if run.left != HANG && elapsed >= run.left {
+                let r = st.running.take()?;
+                r.info.end_ns.store(now, Ordering::Relaxed);
+                st.preempt_at = 0;
+                st.start_next(now, self, t);
+                return Some((r.fence, Ok(())));
+            }
+            if st.preempt_at != 0 && now >= st.preempt_at {
+                if run.left != HANG {
+                    run.left -= elapsed;
+                }
+                run.info.preemptions.fetch_add(1, Ordering::Relaxed);
+                self.stats.preemptions.fetch_add(1, Ordering::Relaxed);
+                let r = st.running.take();
+                st.preempt_at = 0;
+                if let Some(free) = st.queue.iter_mut().find(|q| q.is_none()) {
+                    *free = r;
+                }
+                st.start_next(now, self, t);
+                return None;
+            }
+            // Early (a re-armed timer): wait for the nearer of the end and the
+            // preemption point.
+            let end = if run.left == HANG { i64::MAX } else { st.slice_start.saturating_add(run.left as i64) };
+            let at = if st.preempt_at != 0 { st.preempt_at.min(end) } else { end };
+            if at != i64::MAX {
+                t.start_at(at);
+            }
+            None
+        });
+        if let Some((s, r)) = done {
+            s.signal(r);
+        }
+    }
+}
+
+/// The drm_sched backend of one ring: its engine.
+pub(crate) struct RingBackend {
+    engine: Timer<Engine>,
+    stats: Arc<GpuStats>,
+}
+
+/// What drm_sched carries per job: the model's view, and a live-job count.
+pub(crate) struct SchedJob {
+    pub(crate) info: Arc<JobInfo>,
+    stats: Arc<GpuStats>,
+}
+
+impl SchedJob {
+    pub(crate) fn new(gpu: &ModelGpu, info: Arc<JobInfo>) -> Self {
+        gpu.stats.live_jobs.fetch_add(1, Ordering::Relaxed);
+        Self {
+            info,
+            stats: gpu.stats.clone(),
+        }
+    }
+}
+
+impl Drop for SchedJob {
+    fn drop(&mut self) {
+        self.stats.live_jobs.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl Backend for RingBackend {
+    type JobData = SchedJob;
+
+    fn run_job(&self, job: &Job<Self>) -> Result<Fence> {
+        self.engine.data().submit(job.data().info.clone(), self.engine.timer())
+    }
+
+    fn timedout_job(&self, job: &Job<Self>) {
+        self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+        let info = &job.data().info;
+        info.cancelled.store(true, Ordering::Release);
+        self.engine.data().cancel(info.id, etimedout(), self.engine.timer());
+    }
+}
+
+impl RingBackend {
+    /// Aborts job `id` if the engine has it (see [`ModelGpu::cancel`]).
+    pub(crate) fn cancel(&self, info: &JobInfo, err: Error) -> bool {
+        info.cancelled.store(true, Ordering::Release);
+        self.engine.data().cancel(info.id, err, self.engine.timer())
+    }
+}
+
+/// The model GPU: rings, each a drm_sched scheduler over a model engine.
+pub(crate) struct ModelGpu {
+    rings: KVec<Scheduler<RingBackend>>,
+    pub(crate) stats: Arc<GpuStats>,
+    next_id: AtomicU64,
+}
+
+/// Names of the rings' schedulers (drm_sched keeps the pointer).
+static RING_NAMES: [&core::ffi::CStr; MAX_RINGS as usize] = [
+    c"aikrs-ring0", c"aikrs-ring1", c"aikrs-ring2", c"aikrs-ring3", c"aikrs-ring4", c"aikrs-ring5",
+    c"aikrs-ring6", c"aikrs-ring7", c"aikrs-ring8", c"aikrs-ring9", c"aikrs-ring10", c"aikrs-ring11",
+    c"aikrs-ring12", c"aikrs-ring13", c"aikrs-ring14", c"aikrs-ring15",
+];
+
+impl ModelGpu {
+    /// A model GPU with `rings` rings (1..=16), each letting `credits` jobs (1..16) into
+    /// its engine, preemption points every `preempt_us` (0: never preempt), and a job
+    /// timeout of `timeout_ms` (0: none).
+    pub(crate) fn new(rings: u32, credits: u32, preempt_us: u32, timeout_ms: u32) -> Result<Arc<Self>> {
+        if rings == 0 || rings > MAX_RINGS || credits == 0 || credits as usize >= ENGINE_SLOTS {
+            return Err(EINVAL);
+        }
+        let stats = Arc::new(GpuStats::default(), GFP_KERNEL)?;
+        let mut v = KVec::with_capacity(rings as usize, GFP_KERNEL)?;
+        for i in 0..rings as usize {
+            let engine = Timer::new(Engine::new(u64::from(preempt_us) * 1000, stats.clone())?)?;
+            let backend = RingBackend {
+                engine,
+                stats: stats.clone(),
+            };
+            v.push(Scheduler::new(backend, credits, timeout_ms, RING_NAMES[i])?, GFP_KERNEL)?;
+        }
+        Ok(Arc::new(
+            Self {
+                rings: v,
+                stats,
+                next_id: AtomicU64::new(1),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    pub(crate) fn rings(&self) -> u32 {
+        self.rings.len() as u32
+    }
+
+    pub(crate) fn sched(&self, ring: u32) -> Option<&Scheduler<RingBackend>> {
+        self.rings.get(ring as usize)
+    }
+
+    /// Aborts a job: if the engine has it, its hardware fence fails with `err` now;
+    /// otherwise it is dropped with `-ECANCELED` when drm_sched hands it over.
+    pub(crate) fn cancel(&self, info: &JobInfo, err: Error) -> bool {
+        match self.rings.get(info.ring as usize) {
+            Some(s) => s.backend().cancel(info, err),
+            None => false,
+        }
+    }
+}
+
+impl Drop for ModelGpu {
+    fn drop(&mut self) {
+        // Every user has destroyed its entities (they hold a reference to us), so the
+        // only jobs left are in the engines or on drm_sched's pending lists: fail them
+        // all, then wait for drm_sched to free them before `drm_sched_fini`.
+        for s in self.rings.iter() {
+            let b = s.backend();
+            b.engine.data().kill(b.engine.timer());
+        }
+        for _ in 0..5000 {
+            if self.stats.live_jobs.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            msleep(1);
+        }
+        let left = self.stats.live_jobs.load(Ordering::Acquire);
+        if left != 0 {
+            pr_err!("model GPU teardown: {} jobs still owned by drm_sched\n", left);
+        }
+    }
+}

@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * ai-kernel-rs: the C side of `kernel::aikrs::{fence, sched, timer}`.
+ *
+ * Built in (CONFIG_AIKRS_DRM_SCHED is a bool), because the `kernel` crate that
+ * calls it is built in. Nothing is exported: the Rust abstractions are the
+ * interface. Everything here is either an inline function or macro of C that
+ * Rust cannot call, or a place where Linux 6.12 and 7.x differ:
+ *  - dma_fence_signal() returns int on 6.12 and void on 7.x;
+ *  - hrtimer_init() became hrtimer_setup() in 6.13;
+ *  - timedout_job's "handled" status is DRM_GPU_SCHED_STAT_NOMINAL on 6.12 and
+ *    DRM_GPU_SCHED_STAT_RESET on 7.x.
+ */
+
+#include <linux/dma-fence.h>
+#include <linux/jiffies.h>
+#include <linux/slab.h>
+#include <linux/version.h>
+
+#include "bindings/aikrs_drm.h"
+
+/*
+ * A software fence and its lock, in one allocation: the lock lives exactly as
+ * long as the fence. `base` is first, so the default release (kfree_rcu() of
+ * the dma_fence) frees the whole structure.
+ */
+struct aikrs_fence {
+	struct dma_fence base;
+	spinlock_t lock;
+};
+
+static const char *aikrs_fence_name(struct dma_fence *fence)
+{
+	return "aikrs";
+}
+
+static const struct dma_fence_ops aikrs_fence_ops = {
+	.get_driver_name = aikrs_fence_name,
+	.get_timeline_name = aikrs_fence_name,
+};
+
+struct dma_fence *aikrs_fence_create(void)
+{
+	struct aikrs_fence *f = kzalloc(sizeof(*f), GFP_KERNEL);
+
+	BUILD_BUG_ON(offsetof(struct aikrs_fence, base) != 0);
+	if (!f)
+		return NULL;
+	spin_lock_init(&f->lock);
+	/* ops->release is NULL: the last put frees `f` with kfree_rcu(). */
+	dma_fence_init(&f->base, &aikrs_fence_ops, &f->lock,
+		       dma_fence_context_alloc(1), 1);
+	return &f->base;
+}
+
+void aikrs_fence_signal(struct dma_fence *fence, int error)
+{
+	struct aikrs_fence *f = container_of(fence, struct aikrs_fence, base);
+	unsigned long flags;
+
+	spin_lock_irqsave(&f->lock, flags);
+	if (!test_bit(DMA_FENCE_FLAG_SIGNALED_BIT, &fence->flags)) {
+		if (error < 0)
+			dma_fence_set_error(fence, error);
+		dma_fence_signal_locked(fence);
+	}
+	spin_unlock_irqrestore(&f->lock, flags);
+}
+
+struct dma_fence *aikrs_fence_get(struct dma_fence *fence)
+{
+	return dma_fence_get(fence);
+}
+
+void aikrs_fence_put(struct dma_fence *fence)
+{
+	dma_fence_put(fence);
+}
+
+bool aikrs_fence_is_signaled(struct dma_fence *fence)
+{
+	return dma_fence_is_signaled(fence);
+}
+
+int aikrs_fence_status(struct dma_fence *fence)
+{
+	return dma_fence_get_status(fence);
+}
+
+int aikrs_sched_init(struct drm_gpu_scheduler *sched,
+		     const struct drm_sched_backend_ops *ops, u32 credit_limit,
+		     unsigned int timeout_ms, const char *name)
+{
+	const struct drm_sched_init_args args = {
+		.ops = ops,
+		.num_rqs = DRM_SCHED_PRIORITY_COUNT,
+		.credit_limit = credit_limit,
+		.hang_limit = 0,
+		.timeout = timeout_ms ? msecs_to_jiffies(timeout_ms) :
+					MAX_SCHEDULE_TIMEOUT,
+		.name = name,
+	};
+
+	return drm_sched_init(sched, &args);
+}
+
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(7, 0, 0)
+const enum drm_gpu_sched_stat aikrs_sched_stat_reset = DRM_GPU_SCHED_STAT_RESET;
+#else
+const enum drm_gpu_sched_stat aikrs_sched_stat_reset = DRM_GPU_SCHED_STAT_NOMINAL;
+#endif
+
+struct dma_fence *aikrs_sched_job_finished(struct drm_sched_job *job)
+{
+	return dma_fence_get(&job->s_fence->finished);
+}
+
+void aikrs_hrtimer_setup(struct hrtimer *timer,
+			 enum hrtimer_restart (*fn)(struct hrtimer *))
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 13, 0)
+	hrtimer_setup(timer, fn, CLOCK_MONOTONIC, HRTIMER_MODE_ABS_HARD);
+#else
+	hrtimer_init(timer, CLOCK_MONOTONIC, HRTIMER_MODE_ABS_HARD);
+	timer->function = fn;
+#endif
+}
+
+void aikrs_hrtimer_start_abs(struct hrtimer *timer, s64 expires_ns)
+{
+	hrtimer_start(timer, ns_to_ktime(expires_ns), HRTIMER_MODE_ABS_HARD);
+}
+
+void aikrs_work_init(struct work_struct *work, void (*fn)(struct work_struct *))
+{
+	INIT_WORK(work, fn);
+}
+
+bool aikrs_work_queue(struct work_struct *work)
+{
+	return queue_work(system_highpri_wq, work);
+}

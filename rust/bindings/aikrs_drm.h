@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The built-in C side of `kernel::aikrs::{fence, sched, timer}` (rust/aikrs_drm.c):
+ * software dma_fences, drm_sched set-up, hrtimers and work items, with the
+ * differences between Linux 6.12 and 7.x hidden here. Only with
+ * CONFIG_AIKRS_DRM_SCHED.
+ */
+#ifndef AIKRS_DRM_H
+#define AIKRS_DRM_H
+
+#include <drm/gpu_scheduler.h>
+#include <linux/dma-fence.h>
+#include <linux/hrtimer.h>
+#include <linux/types.h>
+#include <linux/workqueue.h>
+
+/*
+ * A software fence signalled by its creator: refcount 1, a context and a lock
+ * of its own (so no ordering is implied against any other fence), freed by the
+ * default release once the last reference is gone. NULL on allocation failure.
+ */
+struct dma_fence *aikrs_fence_create(void);
+/*
+ * Sets `error` (if negative) and signals; a no-op if already signalled. Only for
+ * fences from aikrs_fence_create().
+ */
+void aikrs_fence_signal(struct dma_fence *fence, int error);
+struct dma_fence *aikrs_fence_get(struct dma_fence *fence);
+void aikrs_fence_put(struct dma_fence *fence);
+bool aikrs_fence_is_signaled(struct dma_fence *fence);
+/* 0 while unsignalled, 1 signalled without error, else the negative error. */
+int aikrs_fence_status(struct dma_fence *fence);
+
+/*
+ * drm_sched_init() with one run queue per drm_sched priority, the default
+ * workqueues, no device. `timeout_ms` 0: no timeout.
+ */
+int aikrs_sched_init(struct drm_gpu_scheduler *sched,
+		     const struct drm_sched_backend_ops *ops, u32 credit_limit,
+		     unsigned int timeout_ms, const char *name);
+/* What timedout_job returns after it reset the job (6.12 NOMINAL, 7.x RESET). */
+extern const enum drm_gpu_sched_stat aikrs_sched_stat_reset;
+/* A job's finished fence (a new reference), valid once the job is armed. */
+struct dma_fence *aikrs_sched_job_finished(struct drm_sched_job *job);
+
+/* A CLOCK_MONOTONIC hrtimer with absolute expiry, run in hard interrupt context. */
+void aikrs_hrtimer_setup(struct hrtimer *timer,
+			 enum hrtimer_restart (*fn)(struct hrtimer *));
+void aikrs_hrtimer_start_abs(struct hrtimer *timer, s64 expires_ns);
+
+/* INIT_WORK(); queueing goes to system_highpri_wq. */
+void aikrs_work_init(struct work_struct *work, void (*fn)(struct work_struct *));
+bool aikrs_work_queue(struct work_struct *work);
+
+#endif /* AIKRS_DRM_H */

@@ -1,0 +1,375 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The DRM GPU scheduler (C `<drm/gpu_scheduler.h>`, `drivers/gpu/drm/scheduler/`).
+//!
+//! Neither Linux 6.12's nor 7.x's `kernel` crate wraps drm_sched. This is the part a
+//! driver needs: a [`Scheduler`] per hardware ring whose callbacks are a [`Backend`],
+//! [`Entity`]s (the queues jobs are pushed to, one priority each), and jobs
+//! ([`NewJob`]) that are initialised, given dependencies, then armed and pushed in one
+//! step ([`NewJob::push`]), so a job is never armed without being pushed.
+//!
+//! Ownership: a pushed job belongs to drm_sched, which hands it back through
+//! `free_job` (dropped here: `drm_sched_job_cleanup`, then the job's data) or
+//! `timedout_job` (after [`Backend::timedout_job`] has signalled its hardware fence, the
+//! job is dropped the same way). A job dropped before it was pushed is cleaned up too.
+//!
+//! The C side (`rust/aikrs_drm.c`) hides the 6.12/7.x differences in `drm_sched_init`'s
+//! use and in the status `timedout_job` returns.
+
+use crate::{
+    aikrs::{compat::c_str_ptr, fence::Fence},
+    alloc::{flags::GFP_KERNEL, KBox},
+    bindings,
+    error::{code::*, to_result, Result},
+    types::Opaque,
+};
+use core::{ffi::CStr, marker::PhantomPinned, mem::ManuallyDrop, pin::Pin};
+
+/// drm_sched priorities (`enum drm_sched_priority`), highest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Priority {
+    /// `DRM_SCHED_PRIORITY_KERNEL`.
+    Kernel = 0,
+    /// `DRM_SCHED_PRIORITY_HIGH`.
+    High = 1,
+    /// `DRM_SCHED_PRIORITY_NORMAL`.
+    Normal = 2,
+    /// `DRM_SCHED_PRIORITY_LOW`.
+    Low = 3,
+}
+
+/// The hardware side of a [`Scheduler`]: what drm_sched calls.
+pub trait Backend: Send + Sync + Sized {
+    /// The driver's part of each job.
+    type JobData: Send;
+
+    /// Hands `job` to the hardware; returns the fence the hardware signals when the job is
+    /// done (or failed). Called from the scheduler's submit work item (process context).
+    fn run_job(&self, job: &Job<Self>) -> Result<Fence>;
+
+    /// `job` ran longer than the scheduler's timeout. The backend must make sure the job's
+    /// hardware fence is signalled (with an error) before it returns: drm_sched has taken
+    /// the job off its pending list, and the job is freed right after this call.
+    fn timedout_job(&self, job: &Job<Self>);
+}
+
+/// A job: drm_sched's `struct drm_sched_job` and the driver's data.
+///
+/// # Invariants
+///
+/// `base` was initialised by `drm_sched_job_init` on an entity of a `Scheduler<B>`;
+/// `hw` is the fence returned by [`Backend::run_job`] once it ran.
+#[repr(C)]
+pub struct Job<B: Backend> {
+    base: Opaque<bindings::drm_sched_job>,
+    hw: Option<Fence>,
+    data: B::JobData,
+    _pin: PhantomPinned,
+}
+
+impl<B: Backend> Job<B> {
+    /// The driver's data.
+    pub fn data(&self) -> &B::JobData {
+        &self.data
+    }
+
+    /// Frees a job drm_sched no longer refers to.
+    ///
+    /// # Safety
+    ///
+    /// `job` must come from `KBox::into_raw` in [`NewJob::push`] and drm_sched must be
+    /// done with it (`free_job`, or `timedout_job` after its hardware fence signalled).
+    unsafe fn free(job: *mut Self) {
+        // SAFETY: Initialised job that drm_sched has released (caller's guarantee).
+        unsafe { bindings::drm_sched_job_cleanup((*job).base.get()) };
+        // SAFETY: From `KBox::into_raw` (caller's guarantee).
+        drop(unsafe { KBox::from_raw(job) });
+    }
+
+    /// The `Job` around a `drm_sched_job` of ours.
+    ///
+    /// # Safety
+    ///
+    /// `sj` must be the `base` of a live `Job<B>`.
+    unsafe fn from_base<'a>(sj: *mut bindings::drm_sched_job) -> &'a mut Self {
+        // SAFETY: Caller's guarantee; `base` is the first field of a `repr(C)` struct.
+        unsafe { &mut *(crate::container_of!(sj.cast::<Opaque<bindings::drm_sched_job>>(), Self, base) as *mut Self) }
+    }
+}
+
+/// The node of a [`Scheduler`]: the C scheduler followed by the backend.
+#[repr(C)]
+struct SchedNode<B: Backend> {
+    sched: Opaque<bindings::drm_gpu_scheduler>,
+    backend: B,
+    _pin: PhantomPinned,
+}
+
+/// A drm_sched scheduler (one hardware ring) with its [`Backend`].
+///
+/// # Invariants
+///
+/// `node.sched` was initialised by `drm_sched_init` with `Self::OPS`; it is torn down
+/// (`drm_sched_fini`) on drop.
+pub struct Scheduler<B: Backend> {
+    node: Pin<KBox<SchedNode<B>>>,
+}
+
+// SAFETY: drm_sched is internally locked; the backend is `Send + Sync`.
+unsafe impl<B: Backend> Send for Scheduler<B> {}
+// SAFETY: See `Send`.
+unsafe impl<B: Backend> Sync for Scheduler<B> {}
+
+impl<B: Backend> Scheduler<B> {
+    const OPS: bindings::drm_sched_backend_ops = bindings::drm_sched_backend_ops {
+        prepare_job: None,
+        run_job: Some(Self::run_job_cb),
+        timedout_job: Some(Self::timedout_job_cb),
+        free_job: Some(Self::free_job_cb),
+        // SAFETY: All-zero is a valid `drm_sched_backend_ops` (every member is an optional
+        // function pointer); it leaves the 7.x-only members unset.
+        ..unsafe { core::mem::MaybeUninit::zeroed().assume_init() }
+    };
+
+    /// A scheduler named `name` that lets `credit_limit` jobs (one credit each) into the
+    /// hardware at once; a job running longer than `timeout_ms` (0: no limit) is reported
+    /// to [`Backend::timedout_job`].
+    pub fn new(backend: B, credit_limit: u32, timeout_ms: u32, name: &'static CStr) -> Result<Self> {
+        if credit_limit == 0 {
+            return Err(EINVAL);
+        }
+        let mut node = KBox::pin(
+            SchedNode {
+                sched: Opaque::uninit(),
+                backend,
+                _pin: PhantomPinned,
+            },
+            GFP_KERNEL,
+        )?;
+        // SAFETY: We only take the address of the pinned field.
+        let s = unsafe { node.as_mut().get_unchecked_mut() }.sched.get();
+        // SAFETY: `s` is valid for writes; drm_sched expects a zeroed structure.
+        unsafe { core::ptr::write_bytes(s, 0, 1) };
+        // SAFETY: `s` is zeroed, pinned and lives until `drop` calls `drm_sched_fini`;
+        // `OPS` and `name` are static.
+        to_result(unsafe {
+            bindings::aikrs_sched_init(s, &Self::OPS, credit_limit, timeout_ms, c_str_ptr(name))
+        })?;
+        // INVARIANT: Initialised with `Self::OPS` just now.
+        Ok(Self { node })
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.node.backend
+    }
+
+    fn raw(&self) -> *mut bindings::drm_gpu_scheduler {
+        self.node.sched.get()
+    }
+
+    /// The backend of a scheduler of ours.
+    ///
+    /// # Safety
+    ///
+    /// `s` must be the `sched` of a live `SchedNode<B>`.
+    unsafe fn backend_of<'a>(s: *mut bindings::drm_gpu_scheduler) -> &'a B {
+        // SAFETY: Caller's guarantee.
+        unsafe { &(*crate::container_of!(s.cast::<Opaque<bindings::drm_gpu_scheduler>>(), SchedNode<B>, sched)).backend }
+    }
+
+    unsafe extern "C" fn run_job_cb(sj: *mut bindings::drm_sched_job) -> *mut bindings::dma_fence {
+        // SAFETY: drm_sched only calls us with jobs pushed to entities of a
+        // `Scheduler<B>`, i.e. `base`s of live `Job<B>`s.
+        let job = unsafe { Job::<B>::from_base(sj) };
+        // SAFETY: `sched` is set by `drm_sched_job_arm` to a scheduler of ours.
+        let backend = unsafe { Self::backend_of((*sj).sched) };
+        match backend.run_job(job) {
+            Ok(hw) => {
+                let raw = hw.clone();
+                job.hw = Some(hw);
+                // drm_sched takes over the returned reference.
+                raw.into_raw()
+            }
+            Err(e) => e.to_ptr(),
+        }
+    }
+
+    unsafe extern "C" fn timedout_job_cb(sj: *mut bindings::drm_sched_job) -> bindings::drm_gpu_sched_stat {
+        // SAFETY: As in `run_job_cb`.
+        let job = unsafe { Job::<B>::from_base(sj) };
+        // SAFETY: As in `run_job_cb`.
+        let backend = unsafe { Self::backend_of((*sj).sched) };
+        backend.timedout_job(job);
+        let done = job.hw.as_ref().map_or(true, |f| f.is_signaled());
+        if done {
+            // SAFETY: drm_sched took the job off its pending list before calling us and
+            // its hardware fence has signalled, so the done callback drm_sched registered
+            // on it has run: nothing refers to the job any more.
+            unsafe { Job::free(job) };
+        } else {
+            // Freeing it would leave drm_sched's callback on the hardware fence pointing
+            // into freed memory: leak it instead and say so.
+            crate::pr_err!("aikrs sched: timed-out job not signalled by its backend; leaked\n");
+        }
+        // SAFETY: Reads a constant.
+        unsafe { bindings::aikrs_sched_stat_reset }
+    }
+
+    unsafe extern "C" fn free_job_cb(sj: *mut bindings::drm_sched_job) {
+        // SAFETY: As in `run_job_cb`; drm_sched is done with the job.
+        let job = unsafe { Job::<B>::from_base(sj) };
+        // SAFETY: drm_sched hands the job back for good (`free_job`).
+        unsafe { Job::free(job) };
+    }
+}
+
+impl<B: Backend> Drop for Scheduler<B> {
+    fn drop(&mut self) {
+        // SAFETY: Initialised (invariant); the owner has destroyed the entities first
+        // (`Entity::new`'s contract).
+        unsafe { bindings::drm_sched_fini(self.raw()) };
+    }
+}
+
+/// A drm_sched entity: a queue of jobs of one priority feeding one [`Scheduler<B>`].
+///
+/// # Invariants
+///
+/// `entity` was initialised by `drm_sched_entity_init` on `Scheduler<B>`'s scheduler and
+/// is destroyed on drop.
+pub struct Entity<B: Backend> {
+    entity: Pin<KBox<Opaque<bindings::drm_sched_entity>>>,
+    _b: core::marker::PhantomData<B>,
+}
+
+// SAFETY: drm_sched entities are internally locked.
+unsafe impl<B: Backend> Send for Entity<B> {}
+// SAFETY: See `Send`.
+unsafe impl<B: Backend> Sync for Entity<B> {}
+
+impl<B: Backend> Entity<B> {
+    /// A new entity of priority `prio` on `sched`.
+    ///
+    /// # Safety
+    ///
+    /// The entity must be dropped before `sched`.
+    pub unsafe fn new(sched: &Scheduler<B>, prio: Priority) -> Result<Self> {
+        let entity = KBox::pin(Opaque::uninit(), GFP_KERNEL)?;
+        let e = entity.get();
+        // SAFETY: `e` is valid for writes; drm_sched expects a zeroed entity.
+        unsafe { core::ptr::write_bytes(e, 0, 1) };
+        let mut list = [sched.raw()];
+        // SAFETY: `e` is zeroed and pinned; with one scheduler drm_sched does not keep
+        // `list`; the scheduler outlives the entity (caller's guarantee).
+        to_result(unsafe {
+            bindings::drm_sched_entity_init(e, prio as _, list.as_mut_ptr(), 1, core::ptr::null_mut())
+        })?;
+        // INVARIANT: Initialised just now.
+        Ok(Self {
+            entity,
+            _b: core::marker::PhantomData,
+        })
+    }
+
+    /// `drm_sched_entity_error`: the error of the entity's last job, if it failed.
+    pub fn error(&self) -> Result {
+        // SAFETY: The entity is initialised (invariant).
+        to_result(unsafe { bindings::drm_sched_entity_error(self.entity.get()) })
+    }
+}
+
+impl<B: Backend> Drop for Entity<B> {
+    fn drop(&mut self) {
+        // SAFETY: Initialised (invariant), scheduler still alive (`new`'s contract).
+        // Flushes the queue (waiting for queued jobs to be run, up to a timeout) and kills
+        // what is left.
+        unsafe { bindings::drm_sched_entity_destroy(self.entity.get()) };
+    }
+}
+
+/// A job initialised on an entity but not yet pushed.
+///
+/// # Invariants
+///
+/// `job` holds a `drm_sched_job` initialised by `drm_sched_job_init` and not armed.
+pub struct NewJob<B: Backend> {
+    job: Pin<KBox<Job<B>>>,
+}
+
+// SAFETY: Until it is pushed the job is only reached through this owner; the C structure
+// may be handed to and cleaned up on any thread, and `B::JobData: Send`.
+unsafe impl<B: Backend> Send for NewJob<B> {}
+
+impl<B: Backend> NewJob<B> {
+    /// A job for `entity` carrying `data`, one credit. Process context (allocates).
+    pub fn new(entity: &Entity<B>, data: B::JobData, client: u64) -> Result<Self> {
+        let mut job = KBox::pin(
+            Job {
+                base: Opaque::uninit(),
+                hw: None,
+                data,
+                _pin: PhantomPinned,
+            },
+            GFP_KERNEL,
+        )?;
+        // SAFETY: We only take the address of the pinned field.
+        let b = unsafe { job.as_mut().get_unchecked_mut() }.base.get();
+        // SAFETY: `b` is valid for writes; drm_sched expects a zeroed job.
+        unsafe { core::ptr::write_bytes(b, 0, 1) };
+        // SAFETY: `b` is zeroed and pinned; the entity is initialised.
+        to_result(unsafe {
+            bindings::drm_sched_job_init(b, entity.entity.get(), 1, core::ptr::null_mut(), client)
+        })?;
+        // INVARIANT: Initialised, not armed.
+        Ok(Self { job })
+    }
+
+    fn base(&self) -> *mut bindings::drm_sched_job {
+        self.job.base.get()
+    }
+
+    /// The driver's data.
+    pub fn data(&self) -> &B::JobData {
+        &self.job.data
+    }
+
+    /// Makes the job wait for `fence` before it runs (`drm_sched_job_add_dependency`).
+    pub fn add_dependency(&mut self, fence: &Fence) -> Result {
+        let f = fence.clone();
+        // SAFETY: The job is initialised and not armed (invariant); the function takes
+        // over the reference we pass, on success and on failure.
+        to_result(unsafe { bindings::drm_sched_job_add_dependency(self.base(), f.into_raw()) })
+    }
+
+    /// Arms the job and pushes it to its entity; returns its finished fence. From here on
+    /// the job belongs to drm_sched.
+    pub fn push(self) -> Fence {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so the box is moved out once.
+        let job = unsafe { core::ptr::read(&this.job) };
+        // SAFETY: drm_sched keeps a pointer to the job until `free_job`/`timedout_job`,
+        // which rebuild the box (`Job::free`); the job is pinned and never moved.
+        let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(job) });
+        // SAFETY: `raw` is our initialised, unarmed job.
+        let b = unsafe { (*raw).base.get() };
+        // SAFETY: Initialised and not armed: arm it.
+        unsafe { bindings::drm_sched_job_arm(b) };
+        // SAFETY: Armed: the finished fence is initialised and the helper returns a new,
+        // non-null reference.
+        let finished = unsafe { Fence::from_raw_nonnull(bindings::aikrs_sched_job_finished(b)) };
+        // SAFETY: Armed and not yet pushed: push (no failure point in between).
+        unsafe { bindings::drm_sched_entity_push_job(b) };
+        finished
+    }
+}
+
+impl<B: Backend> Drop for NewJob<B> {
+    fn drop(&mut self) {
+        // SAFETY: Initialised and never armed (`push` does not drop `self`):
+        // `drm_sched_job_cleanup` frees its scheduler fence and dependencies. Nothing else
+        // refers to the job; the box itself is freed after this.
+        unsafe { bindings::drm_sched_job_cleanup(self.base()) };
+    }
+}
