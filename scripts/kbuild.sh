@@ -13,10 +13,14 @@ src=$("$AIK_ROOT/scripts/ktree.sh" "$ver")
 obj=$AIK_BUILD/linux-$ver/obj
 aik_kmake_env
 
-# Every .kunitconfig in our tree contributes.
+# Every .kunitconfig in our tree contributes; on Linux 7 and newer also every
+# linux7.kunitconfig (options 6.12 does not have, e.g. drm_sched's own KUnit suite).
+kmajor=$(make -s -C "$src" kernelversion | cut -d. -f1)
+names=(-name .kunitconfig)
+[ "$kmajor" -ge 7 ] && names=(\( -name .kunitconfig -o -name linux7.kunitconfig \))
 kcfg=()
 while IFS= read -r f; do kcfg+=(--kunitconfig="$f"); done < <(
-	cd "$AIK_ROOT" && find . -name .kunitconfig -not -path './build/*' -not -path '*/target/*' | sort | sed "s|^\.|$AIK_ROOT|")
+	cd "$AIK_ROOT" && find . "${names[@]}" -not -path './build/*' -not -path '*/target/*' | sort | sed "s|^\.|$AIK_ROOT|")
 
 mkopts=()
 for a in "${AIK_KMAKE_ARGS[@]}"; do mkopts+=(--make_options "$a"); done

@@ -119,7 +119,12 @@ impl<T: Expired> Timer<T> {
         // SAFETY: `TimerRef` is `repr(transparent)` over `Opaque<hrtimer>`.
         let tref = unsafe { &*(&node.timer as *const Opaque<bindings::hrtimer>).cast::<TimerRef>() };
         node.data.expired(tref);
-        bindings::hrtimer_restart_HRTIMER_NORESTART
+        // 7.x binds `enum hrtimer_restart` as a newtype, 6.12 as an integer.
+        #[cfg(CONFIG_AIKRS_LINUX_GE_7)]
+        let r = bindings::hrtimer_restart::HRTIMER_NORESTART;
+        #[cfg(not(CONFIG_AIKRS_LINUX_GE_7))]
+        let r = bindings::hrtimer_restart_HRTIMER_NORESTART;
+        r
     }
 }
 

@@ -237,25 +237,25 @@ impl Inner {
     }
 
     /// Moves what the policy decided into actions; under the state lock.
-    fn collect(st: &mut State, acts: &mut KVec<Act>, counters: &GangCounters) {
-        let n = st.events.len();
+    fn collect(recs: &mut KVec<Rec>, events: &mut KVec<Event>, acts: &mut KVec<Act>, counters: &GangCounters) {
+        let n = events.len();
         for i in 0..n {
-            let Some(&ev) = st.events.get(i) else { break };
+            let Some(&ev) = events.get(i) else { break };
             let res = match ev {
                 Event::Release(id) => {
-                    let Some(r) = st.recs.get_mut(id as usize) else { continue };
+                    let Some(r) = recs.get_mut(id as usize) else { continue };
                     let (Some(job), Some(info)) = (r.job.take(), r.info.clone()) else { continue };
                     Act::Push(id, r.gen, job, info)
                 }
                 Event::Fail(id) => {
-                    let Some(r) = st.recs.get_mut(id as usize) else { continue };
+                    let Some(r) = recs.get_mut(id as usize) else { continue };
                     counters.failed.fetch_add(1, Ordering::Relaxed);
                     let act = Act::Finish(r.done.take(), Err(ecanceled()), core::mem::take(&mut r.deps), r.fin.take());
                     Self::free_rec(r);
                     act
                 }
                 Event::Cancel(id) => {
-                    let Some(r) = st.recs.get_mut(id as usize) else { continue };
+                    let Some(r) = recs.get_mut(id as usize) else { continue };
                     r.cancelled = true;
                     counters.cancelled.fetch_add(1, Ordering::Relaxed);
                     let Some(info) = r.info.clone() else { continue };
@@ -265,7 +265,7 @@ impl Inner {
             // `acts` had room reserved for every slot's action; see `process`.
             let _ = acts.push(res, GFP_ATOMIC);
         }
-        clear_copy(&mut st.events);
+        clear_copy(events);
     }
 
     /// Forgets a record's job (its slot is free in the policy).
@@ -301,22 +301,31 @@ impl Inner {
                     events,
                     dead,
                 } = st;
-                let mut emit = |e: Event| {
-                    let _ = events.push(e, GFP_ATOMIC);
-                };
+                // Capacity for every event of a call is reserved (one per slot).
+                fn emit(events: &mut KVec<Event>) -> impl FnMut(Event) + '_ {
+                    |e| {
+                        let _ = events.push(e, GFP_ATOMIC);
+                    }
+                }
+                // Events are turned into actions right after the call that emitted them,
+                // in order: a later call may free and reuse a slot an event names.
                 for &slot in dirty.iter() {
                     let Some(r) = recs.get_mut(slot as usize) else { continue };
                     r.dirty = false;
                     let p = core::mem::take(&mut r.pending);
                     for _ in 0..p.ext_ok {
-                        policy.ext_done(slot, true, &mut emit);
+                        policy.ext_done(slot, true, &mut emit(events));
+                        Self::collect(recs, events, &mut acts, counters);
                     }
                     for _ in 0..p.ext_failed {
-                        policy.ext_done(slot, false, &mut emit);
+                        policy.ext_done(slot, false, &mut emit(events));
+                        Self::collect(recs, events, &mut acts, counters);
                     }
-                    if let Some(ok) = p.finished {
-                        let ok = ok && !r.cancelled;
-                        if policy.finished(slot, ok, &mut emit) {
+                    let Some(ok) = p.finished else { continue };
+                    let Some(r) = recs.get_mut(slot as usize) else { continue };
+                    let ok = ok && !r.cancelled;
+                    if policy.finished(slot, ok, &mut emit(events)) {
+                        if let Some(r) = recs.get_mut(slot as usize) {
                             let act = Act::Finish(
                                 r.done.take(),
                                 if ok { Ok(()) } else { Err(ecanceled()) },
@@ -327,12 +336,13 @@ impl Inner {
                             let _ = acts.push(act, GFP_ATOMIC);
                         }
                     }
+                    Self::collect(recs, events, &mut acts, counters);
                 }
                 clear_copy(dirty);
                 if !*dead {
-                    policy.poll(&mut emit);
+                    policy.poll(&mut emit(events));
                 }
-                Self::collect(st, &mut acts, counters);
+                Self::collect(recs, events, &mut acts, counters);
             });
             if acts.is_empty() {
                 return;
@@ -538,6 +548,8 @@ impl GangSched {
                 let fence = done.fence();
                 let in_gang = st.policy.gang_of(id).is_some();
                 if let Some(r) = st.recs.get_mut(id as usize) {
+                    r.cancelled = false;
+                    r.pending = Pending::default();
                     r.job = Some(job);
                     r.done = Some(done);
                     r.info = Some(info.clone());
@@ -597,7 +609,7 @@ impl GangSched {
                 st.policy.abort_all(&mut |e| {
                     let _ = events.push(e, GFP_ATOMIC);
                 });
-                Inner::collect(st, &mut acts, counters);
+                Inner::collect(&mut st.recs, &mut st.events, &mut acts, counters);
             });
         }
         for a in acts.into_iter() {

@@ -208,8 +208,33 @@ fn timeout_recovery(t: &Test) -> Result {
     aikrs_expect!(t, v.iter().all(|s| matches!(s.done.status(), Some(Err(_)))));
     aikrs_expect_eq!(t, start(&v[3]), 0, "a dependent of the failed gang ran");
     aikrs_expect!(t, gpu.stats.timeouts.load(Ordering::Relaxed) >= 1);
+    let t1 = ktime_ns();
     let after = gs.submit(1, &[spec(0, Class::Normal, 200), spec(1, Class::Normal, 200)])?;
-    aikrs_expect!(t, wait_all(&after) && after.iter().all(ok), "the GPU did not recover");
+    let fine = wait_all(&after) && after.iter().all(ok);
+    for s in after.iter() {
+        let st = match s.done.status() {
+            None => 1,
+            Some(Ok(())) => 0,
+            Some(Err(e)) => e.to_errno(),
+        };
+        aikrs_expect!(
+            t,
+            fine,
+            "the GPU did not recover: ring {} status {} released {} started {} ended {} (recovery done at {}), timeouts {} cancelled {} preemptions {}; policy cancel events {} fail events {} stats {:?}",
+            s.info.ring,
+            st,
+            s.info.release_ns.load(Ordering::Relaxed),
+            start(s),
+            end(s),
+            t1,
+            gpu.stats.timeouts.load(Ordering::Relaxed),
+            gpu.stats.cancelled.load(Ordering::Relaxed),
+            s.info.preemptions.load(Ordering::Relaxed),
+            gs.counters().cancelled.load(Ordering::Relaxed),
+            gs.counters().failed.load(Ordering::Relaxed),
+            gs.policy_stats()
+        );
+    }
     Ok(())
 }
 

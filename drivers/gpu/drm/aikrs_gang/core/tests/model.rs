@@ -35,6 +35,7 @@ use aikrs_gang_core::{
 use proptest::prelude::*;
 use proptest::test_runner::Config as PropConfig;
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -172,10 +173,7 @@ fn validate(
     if specs.iter().any(|s| s.ring >= rings) {
         return Err(Error::BadRing);
     }
-    if specs
-        .iter()
-        .any(|s| n < 64 && s.deps >> n != 0)
-    {
+    if specs.iter().any(|s| n < 64 && s.deps >> n != 0) {
         return Err(Error::BadDep);
     }
     let mut groups: HashMap<u8, Vec<usize>> = HashMap::new();
@@ -283,9 +281,9 @@ impl Model {
         let job = &self.jobs[j];
         job.st == St::Waiting
             && job.ext_left == 0
-            && self.batches[job.batch]
-                .iter()
-                .all(|&d| job.spec.deps & (1u64 << self.jobs[d].idx) == 0 || self.jobs[d].st == St::Finished)
+            && self.batches[job.batch].iter().all(|&d| {
+                job.spec.deps & (1u64 << self.jobs[d].idx) == 0 || self.jobs[d].st == St::Finished
+            })
     }
 
     fn gang_ready(&self, g: usize) -> bool {
@@ -340,7 +338,10 @@ impl Model {
             if let Some(g) = gang {
                 self.gangs[g].members.push(first + i);
             }
-            assert!(self.live.insert(ids[i], first + i).is_none(), "id reused while live");
+            assert!(
+                self.live.insert(ids[i], first + i).is_none(),
+                "id reused while live"
+            );
             self.jobs.push(MJob {
                 id: ids[i],
                 batch: b,
@@ -362,7 +363,9 @@ impl Model {
     fn poll(&mut self) -> Vec<Event> {
         let mut ev = Vec::new();
         let mut claim: HashMap<u32, Class> = HashMap::new();
-        let mut cands: Vec<usize> = (0..self.gangs.len()).filter(|&g| self.gang_ready(g)).collect();
+        let mut cands: Vec<usize> = (0..self.gangs.len())
+            .filter(|&g| self.gang_ready(g))
+            .collect();
         cands.sort_by_key(|&g| (Reverse(self.gangs[g].class), self.gangs[g].key));
         for g in cands {
             if !self.ctx_head(g) {
@@ -372,10 +375,11 @@ impl Model {
             let mut idle = true;
             for &m in &self.gangs[g].members {
                 let r = self.jobs[m].spec.ring;
-                if claim.contains_key(&r) {
-                    all = false;
-                } else {
-                    claim.insert(r, self.gangs[g].class);
+                match claim.entry(r) {
+                    Entry::Occupied(_) => all = false,
+                    Entry::Vacant(v) => {
+                        v.insert(self.gangs[g].class);
+                    }
                 }
                 if !self.in_flight(r).is_empty() {
                     idle = false;
@@ -559,7 +563,11 @@ impl Harness {
         assert_eq!(self.p.free_slots(), self.m.free_slots());
         assert_eq!(self.p.capacity(), self.m.cap);
         for r in 0..self.m.rings {
-            assert_eq!(self.p.in_flight(r) as usize, self.m.in_flight(r).len(), "ring {r}");
+            assert_eq!(
+                self.p.in_flight(r) as usize,
+                self.m.in_flight(r).len(),
+                "ring {r}"
+            );
         }
         assert_eq!(self.p.in_flight(self.m.rings), 0);
         for (&id, &j) in &self.m.live {
@@ -572,10 +580,16 @@ impl Harness {
 
     fn submit(&mut self, ctx: u32, specs: &[Spec], short_ids: bool) -> Result<Vec<JobId>, Error> {
         let before = (self.p.stats(), self.p.free_slots());
-        let len = if short_ids { specs.len().saturating_sub(1) } else { specs.len() };
+        let len = if short_ids {
+            specs.len().saturating_sub(1)
+        } else {
+            specs.len()
+        };
         let mut ids = vec![u32::MAX; len];
         let got = self.p.submit(ctx, specs, &mut ids);
-        let want = self.m.submit(ctx, specs, len, got.is_ok().then_some(&ids[..]));
+        let want = self
+            .m
+            .submit(ctx, specs, len, got.is_ok().then_some(&ids[..]));
         assert_eq!(got, want, "submit {specs:?}");
         if got.is_err() {
             assert_eq!((self.p.stats(), self.p.free_slots()), before);
@@ -688,7 +702,11 @@ impl Harness {
             assert_eq!(job.ext_left, 0, "released with ext pending");
             for &d in &m.batches[job.batch] {
                 if job.spec.deps & (1u64 << m.jobs[d].idx) != 0 {
-                    assert_eq!(m.jobs[d].st, St::Finished, "released before a dep finished ok");
+                    assert_eq!(
+                        m.jobs[d].st,
+                        St::Finished,
+                        "released before a dep finished ok"
+                    );
                 }
             }
             match job.gang {
@@ -1175,7 +1193,9 @@ fn scale_many_contexts_and_slots() {
     let t = Instant::now();
     let mut p = policy(4096, 16);
     for ctx in 0..1024u32 {
-        let specs: Vec<Spec> = (0..4).map(|r| spec((ctx + r) % 16, Class::Normal, Some(0), 0, 0)).collect();
+        let specs: Vec<Spec> = (0..4)
+            .map(|r| spec((ctx + r) % 16, Class::Normal, Some(0), 0, 0))
+            .collect();
         submit(&mut p, ctx.wrapping_mul(7919), &specs).unwrap();
     }
     let mut n = 0;
@@ -1191,7 +1211,11 @@ fn scale_many_contexts_and_slots() {
     }
     assert_eq!(n, 4096);
     assert_eq!(p.free_slots(), 4096);
-    assert!(t.elapsed() < Duration::from_millis(500), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        t.elapsed()
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1215,8 +1239,14 @@ fn class_rules() {
 
 #[test]
 fn new_checks_rings() {
-    assert_eq!(Policy::new(vec![Slot::default(); 4], 0).err(), Some(Error::BadRing));
-    assert_eq!(Policy::new(vec![Slot::default(); 4], 17).err(), Some(Error::BadRing));
+    assert_eq!(
+        Policy::new(vec![Slot::default(); 4], 0).err(),
+        Some(Error::BadRing)
+    );
+    assert_eq!(
+        Policy::new(vec![Slot::default(); 4], 17).err(),
+        Some(Error::BadRing)
+    );
     let p = policy(4, 16);
     assert_eq!((p.rings(), p.capacity(), p.free_slots()), (16, 4, 4));
     assert_eq!(p.in_flight(16), 0);
@@ -1228,7 +1258,8 @@ fn new_checks_rings() {
 
 fn submit_arr(q: &mut Policy<[Slot; 3]>) {
     let mut ids = [0; 1];
-    q.submit(0, &[spec(0, Class::Bulk, None, 0, 0)], &mut ids).unwrap();
+    q.submit(0, &[spec(0, Class::Bulk, None, 0, 0)], &mut ids)
+        .unwrap();
     let mut ev = Vec::new();
     assert_eq!(q.poll(&mut |e| ev.push(e)), 1);
     assert!(q.finished(ids[0], true, &mut |_| {}));
@@ -1243,17 +1274,40 @@ fn each_error_and_nothing_changes() {
         (vec![], 0, Error::Empty),
         (vec![n; MAX_BATCH + 1], MAX_BATCH + 1, Error::TooBig),
         (vec![n, n], 1, Error::TooBig),
-        (vec![n, spec(2, Class::Normal, None, 0, 0)], 2, Error::BadRing),
-        (vec![n, spec(0, Class::Normal, None, 1 << 2, 0)], 2, Error::BadDep),
+        (
+            vec![n, spec(2, Class::Normal, None, 0, 0)],
+            2,
+            Error::BadRing,
+        ),
+        (
+            vec![n, spec(0, Class::Normal, None, 1 << 2, 0)],
+            2,
+            Error::BadDep,
+        ),
         (vec![g(0, 1), g(1, 1), g(1, 1)], 3, Error::TooWide),
         (vec![g(0, 1), g(0, 1)], 2, Error::DuplicateRing),
-        (vec![g(0, 1), spec(1, Class::Kernel, Some(1), 0, 0)], 2, Error::MixedClass),
+        (
+            vec![g(0, 1), spec(1, Class::Kernel, Some(1), 0, 0)],
+            2,
+            Error::MixedClass,
+        ),
         // Self dependency.
         (vec![spec(0, Class::Normal, None, 1, 0)], 1, Error::Cycle),
         // a -> b -> a.
-        (vec![spec(0, Class::Normal, None, 2, 0), spec(1, Class::Normal, None, 1, 0)], 2, Error::Cycle),
+        (
+            vec![
+                spec(0, Class::Normal, None, 2, 0),
+                spec(1, Class::Normal, None, 1, 0),
+            ],
+            2,
+            Error::Cycle,
+        ),
         // A member depending on a member of its own gang.
-        (vec![g(0, 1), spec(1, Class::Normal, Some(1), 1, 0)], 2, Error::Cycle),
+        (
+            vec![g(0, 1), spec(1, Class::Normal, Some(1), 1, 0)],
+            2,
+            Error::Cycle,
+        ),
         // g1 member 0 -> solo 2 -> g2 member 3 ... g2 member 4 -> g1 member 1: contracted cycle.
         (
             vec![
@@ -1303,7 +1357,15 @@ fn each_error_and_nothing_changes() {
 #[test]
 fn bad_ids_are_ignored() {
     let mut p = policy(4, 2);
-    let ids = submit(&mut p, 0, &[spec(0, Class::Normal, None, 0, 1), spec(1, Class::Normal, None, 0, 0)]).unwrap();
+    let ids = submit(
+        &mut p,
+        0,
+        &[
+            spec(0, Class::Normal, None, 0, 1),
+            spec(1, Class::Normal, None, 0, 0),
+        ],
+    )
+    .unwrap();
     for id in [4, 5, u32::MAX, u32::MAX - 1, 2, 3] {
         assert!(!finished(&mut p, id, true).0);
         assert!(!ext_done(&mut p, id, false).0);
@@ -1329,11 +1391,24 @@ fn gang_waits_for_all_rings_and_claims_them() {
     let solo = submit(&mut p, 0, &[spec(1, Class::Normal, None, 0, 0)]).unwrap();
     assert_eq!(released(&poll(&mut p)), solo);
     // A 3-wide Normal gang: ring 1 is busy, so it waits, claiming rings 0..3.
-    let gang = submit(&mut p, 1, &[0, 1, 2].map(|r| spec(r, Class::Normal, Some(0), 0, 0))).unwrap();
+    let gang = submit(
+        &mut p,
+        1,
+        &[0, 1, 2].map(|r| spec(r, Class::Normal, Some(0), 0, 0)),
+    )
+    .unwrap();
     assert_eq!(p.gang_of(gang[2]), Some(gang[0]));
     assert_eq!(p.gang_of(solo[0]), None);
     // Solo jobs of class <= Normal on the claimed idle ring 0 are held; a Kernel job goes.
-    let more = submit(&mut p, 2, &[spec(0, Class::Bulk, None, 0, 0), spec(2, Class::Kernel, None, 0, 0)]).unwrap();
+    let more = submit(
+        &mut p,
+        2,
+        &[
+            spec(0, Class::Bulk, None, 0, 0),
+            spec(2, Class::Kernel, None, 0, 0),
+        ],
+    )
+    .unwrap();
     assert_eq!(released(&poll(&mut p)), vec![more[1]]);
     assert_eq!(p.stats().claim_holds, 1);
     assert!(finished(&mut p, solo[0], true).0);
@@ -1357,9 +1432,25 @@ fn gang_waits_for_all_rings_and_claims_them() {
 #[test]
 fn latency_preempts_bulk_only() {
     let mut p = policy(8, 1);
-    let b = submit(&mut p, 0, &[spec(0, Class::Bulk, None, 0, 0), spec(0, Class::Bulk, None, 0, 0)]).unwrap();
+    let b = submit(
+        &mut p,
+        0,
+        &[
+            spec(0, Class::Bulk, None, 0, 0),
+            spec(0, Class::Bulk, None, 0, 0),
+        ],
+    )
+    .unwrap();
     assert_eq!(released(&poll(&mut p)), vec![b[0]]);
-    let l = submit(&mut p, 0, &[spec(0, Class::Latency, None, 0, 0), spec(0, Class::Kernel, None, 0, 0)]).unwrap();
+    let l = submit(
+        &mut p,
+        0,
+        &[
+            spec(0, Class::Latency, None, 0, 0),
+            spec(0, Class::Kernel, None, 0, 0),
+        ],
+    )
+    .unwrap();
     // Kernel first (class order), preempting the Bulk job; then Latency may not (Kernel runs).
     assert_eq!(released(&poll(&mut p)), vec![l[1]]);
     assert_eq!(p.stats().preempting_releases, 1);
@@ -1377,8 +1468,24 @@ fn latency_preempts_bulk_only() {
 fn context_order_and_topological_gang_order() {
     let mut p = policy(16, 2);
     // ctx 7: gang A waits for an ext fence; gang B (younger, same ctx) is ready but waits.
-    let a = submit(&mut p, 7, &[spec(0, Class::Normal, Some(0), 0, 1), spec(1, Class::Normal, Some(0), 0, 0)]).unwrap();
-    let b = submit(&mut p, 7, &[spec(0, Class::Kernel, Some(0), 0, 0), spec(1, Class::Kernel, Some(0), 0, 0)]).unwrap();
+    let a = submit(
+        &mut p,
+        7,
+        &[
+            spec(0, Class::Normal, Some(0), 0, 1),
+            spec(1, Class::Normal, Some(0), 0, 0),
+        ],
+    )
+    .unwrap();
+    let b = submit(
+        &mut p,
+        7,
+        &[
+            spec(0, Class::Kernel, Some(0), 0, 0),
+            spec(1, Class::Kernel, Some(0), 0, 0),
+        ],
+    )
+    .unwrap();
     // Another context's gang is not held.
     let c = submit(&mut p, 8, &[spec(0, Class::Bulk, Some(3), 0, 0)]).unwrap();
     assert_eq!(released(&poll(&mut p)), c);
@@ -1433,7 +1540,10 @@ fn failure_cascades() {
     assert_eq!(released(&poll(&mut p)), vec![ids[4]]);
     let (ok, ev) = ext_done(&mut p, ids[0], false);
     assert!(ok);
-    assert_eq!(sorted(ev), sorted(ids[..4].iter().map(|&i| Event::Fail(i)).collect()));
+    assert_eq!(
+        sorted(ev),
+        sorted(ids[..4].iter().map(|&i| Event::Fail(i)).collect())
+    );
     assert_eq!(p.stats().failed, 4);
     assert_eq!(p.free_slots(), 15);
     // A released gang whose member fails: the other member is cancelled, dependents fail.
@@ -1450,14 +1560,25 @@ fn failure_cascades() {
     finished(&mut p, ids[4], true);
     assert_eq!(released(&poll(&mut p)), vec![g[0], g[1]]);
     let (_, ev) = finished(&mut p, g[1], false);
-    assert_eq!(sorted(ev), sorted(vec![Event::Cancel(g[0]), Event::Fail(g[2])]));
+    assert_eq!(
+        sorted(ev),
+        sorted(vec![Event::Cancel(g[0]), Event::Fail(g[2])])
+    );
     // The leader's slot holds the gang until its last member is over.
     assert_eq!(p.gang_of(g[0]), Some(g[0]));
     let (ok, ev) = finished(&mut p, g[0], true);
     assert!(ok && ev.is_empty());
     assert_eq!(p.free_slots(), 16);
     // Leader finishes first: its slot is only freed with the last member.
-    let g = submit(&mut p, 0, &[spec(0, Class::Bulk, Some(0), 0, 0), spec(1, Class::Bulk, Some(0), 0, 0)]).unwrap();
+    let g = submit(
+        &mut p,
+        0,
+        &[
+            spec(0, Class::Bulk, Some(0), 0, 0),
+            spec(1, Class::Bulk, Some(0), 0, 0),
+        ],
+    )
+    .unwrap();
     assert_eq!(released(&poll(&mut p)), g);
     finished(&mut p, g[0], true);
     assert_eq!(p.free_slots(), 14);
@@ -1474,24 +1595,59 @@ fn abort_all_fails_and_cancels_then_reuse() {
     let ids = submit(
         &mut p,
         0,
-        &[spec(0, Class::Normal, None, 0, 0), spec(1, Class::Normal, Some(0), 0, 1), spec(0, Class::Normal, Some(0), 1, 0)],
+        &[
+            spec(0, Class::Normal, None, 0, 0),
+            spec(1, Class::Normal, Some(0), 0, 1),
+            spec(0, Class::Normal, Some(0), 1, 0),
+        ],
     )
     .unwrap();
     assert_eq!(released(&poll(&mut p)), vec![ids[0]]);
     let ev = abort(&mut p);
-    assert_eq!(sorted(ev), sorted(vec![Event::Cancel(ids[0]), Event::Fail(ids[1]), Event::Fail(ids[2])]));
+    assert_eq!(
+        sorted(ev),
+        sorted(vec![
+            Event::Cancel(ids[0]),
+            Event::Fail(ids[1]),
+            Event::Fail(ids[2])
+        ])
+    );
     assert!(abort(&mut p).is_empty());
     assert_eq!(p.free_slots(), 7);
     assert!(finished(&mut p, ids[0], true).0);
     assert_eq!(p.free_slots(), 8);
-    let again = submit(&mut p, 0, &[spec(0, Class::Normal, Some(1), 0, 0), spec(1, Class::Normal, Some(1), 0, 0)]).unwrap();
+    let again = submit(
+        &mut p,
+        0,
+        &[
+            spec(0, Class::Normal, Some(1), 0, 0),
+            spec(1, Class::Normal, Some(1), 0, 0),
+        ],
+    )
+    .unwrap();
     assert_eq!(released(&poll(&mut p)), again);
 }
 
 #[test]
 fn lockstep_smoke() {
     let mut h = Harness::new(16, 2);
-    h.submit(0, &[spec(0, Class::Normal, Some(0), 0, 0), spec(1, Class::Normal, Some(0), 0, 0)], false).unwrap();
-    h.submit(1, &[spec(0, Class::Bulk, None, 0, 0), spec(0, Class::Latency, None, 1, 0)], false).unwrap();
+    h.submit(
+        0,
+        &[
+            spec(0, Class::Normal, Some(0), 0, 0),
+            spec(1, Class::Normal, Some(0), 0, 0),
+        ],
+        false,
+    )
+    .unwrap();
+    h.submit(
+        1,
+        &[
+            spec(0, Class::Bulk, None, 0, 0),
+            spec(0, Class::Latency, None, 1, 0),
+        ],
+        false,
+    )
+    .unwrap();
     h.drain();
 }
