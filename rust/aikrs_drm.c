@@ -87,12 +87,32 @@ int aikrs_fence_status(struct dma_fence *fence)
 	return dma_fence_get_status(fence);
 }
 
+void aikrs_fence_sync_callbacks(struct dma_fence *fence)
+{
+	unsigned long flags;
+
+	/*
+	 * dma_fence_signal() sets the signalled bit and then runs the callbacks
+	 * with the fence lock held: once we hold the lock after seeing the bit,
+	 * every callback has returned.
+	 */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(7, 0, 0)
+	spin_lock_irqsave(dma_fence_spinlock(fence), flags);
+	spin_unlock_irqrestore(dma_fence_spinlock(fence), flags);
+#else
+	spin_lock_irqsave(fence->lock, flags);
+	spin_unlock_irqrestore(fence->lock, flags);
+#endif
+}
+
 int aikrs_sched_init(struct drm_gpu_scheduler *sched,
-		     const struct drm_sched_backend_ops *ops, u32 credit_limit,
+		     const struct drm_sched_backend_ops *ops,
+		     struct workqueue_struct *submit_wq, u32 credit_limit,
 		     unsigned int timeout_ms, const char *name)
 {
 	const struct drm_sched_init_args args = {
 		.ops = ops,
+		.submit_wq = submit_wq,
 		.num_rqs = DRM_SCHED_PRIORITY_COUNT,
 		.credit_limit = credit_limit,
 		.hang_limit = 0,
@@ -110,6 +130,11 @@ const enum drm_gpu_sched_stat aikrs_sched_stat_reset = DRM_GPU_SCHED_STAT_RESET;
 const enum drm_gpu_sched_stat aikrs_sched_stat_reset = DRM_GPU_SCHED_STAT_NOMINAL;
 #endif
 
+struct drm_sched_entity *aikrs_sched_job_entity(struct drm_sched_job *job)
+{
+	return job->entity;
+}
+
 struct dma_fence *aikrs_sched_job_finished(struct drm_sched_job *job)
 {
 	return dma_fence_get(&job->s_fence->finished);
@@ -119,16 +144,21 @@ void aikrs_hrtimer_setup(struct hrtimer *timer,
 			 enum hrtimer_restart (*fn)(struct hrtimer *))
 {
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 13, 0)
-	hrtimer_setup(timer, fn, CLOCK_MONOTONIC, HRTIMER_MODE_ABS_HARD);
+	hrtimer_setup(timer, fn, CLOCK_MONOTONIC, HRTIMER_MODE_ABS);
 #else
-	hrtimer_init(timer, CLOCK_MONOTONIC, HRTIMER_MODE_ABS_HARD);
+	hrtimer_init(timer, CLOCK_MONOTONIC, HRTIMER_MODE_ABS);
 	timer->function = fn;
 #endif
 }
 
 void aikrs_hrtimer_start_abs(struct hrtimer *timer, s64 expires_ns)
 {
-	hrtimer_start(timer, ns_to_ktime(expires_ns), HRTIMER_MODE_ABS_HARD);
+	hrtimer_start(timer, ns_to_ktime(expires_ns), HRTIMER_MODE_ABS);
+}
+
+struct workqueue_struct *aikrs_wq_create(const char *name)
+{
+	return alloc_workqueue("%s", WQ_HIGHPRI | WQ_MEM_RECLAIM, 0, name);
 }
 
 void aikrs_work_init(struct work_struct *work, void (*fn)(struct work_struct *))

@@ -30,23 +30,41 @@ void aikrs_fence_put(struct dma_fence *fence);
 bool aikrs_fence_is_signaled(struct dma_fence *fence);
 /* 0 while unsignalled, 1 signalled without error, else the negative error. */
 int aikrs_fence_status(struct dma_fence *fence);
+/*
+ * For a signalled fence: returns once every callback run by the signal has
+ * returned (takes and drops the fence lock).
+ */
+void aikrs_fence_sync_callbacks(struct dma_fence *fence);
 
 /*
- * drm_sched_init() with one run queue per drm_sched priority, the default
- * workqueues, no device. `timeout_ms` 0: no timeout.
+ * drm_sched_init() with one run queue per drm_sched priority, no device, the
+ * default timeout workqueue, and `submit_wq` (NULL: drm_sched allocates an
+ * ordered one). `timeout_ms` 0: no timeout.
  */
 int aikrs_sched_init(struct drm_gpu_scheduler *sched,
-		     const struct drm_sched_backend_ops *ops, u32 credit_limit,
+		     const struct drm_sched_backend_ops *ops,
+		     struct workqueue_struct *submit_wq, u32 credit_limit,
 		     unsigned int timeout_ms, const char *name);
 /* What timedout_job returns after it reset the job (6.12 NOMINAL, 7.x RESET). */
 extern const enum drm_gpu_sched_stat aikrs_sched_stat_reset;
+/* The entity a job was initialised on. */
+struct drm_sched_entity *aikrs_sched_job_entity(struct drm_sched_job *job);
 /* A job's finished fence (a new reference), valid once the job is armed. */
 struct dma_fence *aikrs_sched_job_finished(struct drm_sched_job *job);
 
-/* A CLOCK_MONOTONIC hrtimer with absolute expiry, run in hard interrupt context. */
+/*
+ * A CLOCK_MONOTONIC hrtimer with absolute expiry (hard interrupt context, or
+ * softirq on PREEMPT_RT).
+ */
 void aikrs_hrtimer_setup(struct hrtimer *timer,
 			 enum hrtimer_restart (*fn)(struct hrtimer *));
 void aikrs_hrtimer_start_abs(struct hrtimer *timer, s64 expires_ns);
+
+/*
+ * A per-CPU, high-priority workqueue with a rescuer (WQ_HIGHPRI |
+ * WQ_MEM_RECLAIM), named `name`; destroy_workqueue() frees it. NULL on failure.
+ */
+struct workqueue_struct *aikrs_wq_create(const char *name);
 
 /* INIT_WORK(); queueing goes to system_highpri_wq. */
 void aikrs_work_init(struct work_struct *work, void (*fn)(struct work_struct *));

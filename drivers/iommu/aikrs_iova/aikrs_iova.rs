@@ -46,8 +46,8 @@ impl kernel::Module for AikrsIova {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         #[cfg(CONFIG_AIKRS_IOVA_BENCH)]
         {
-            use kernel::aikrs::compat::cmdline_is;
-            if cmdline_is("aikrs.mode", "bench") {
+            use kernel::aikrs::compat::{bench_selected, cmdline_is};
+            if cmdline_is("aikrs.mode", "bench") && bench_selected("iova") {
                 bench::run_all();
             }
             let demo = if cmdline_is("aikrs.mode", "demo") {

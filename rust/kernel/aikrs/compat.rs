@@ -139,3 +139,17 @@ pub fn ecanceled() -> crate::error::Error {
 pub fn etimedout() -> crate::error::Error {
     crate::error::Error::from_errno(-(bindings::ETIMEDOUT as core::ffi::c_int))
 }
+
+/// Whether the in-kernel benchmark `name` should run: always, unless the command line
+/// names others with `aikrs.bench=NAME[,NAME...]`.
+pub fn bench_selected(name: &str) -> bool {
+    let mut given = false;
+    for param in cmdline_params() {
+        let Some(v) = param.strip_prefix(b"aikrs.bench=") else { continue };
+        given = true;
+        if v.split(|&b| b == b',').any(|n| n == name.as_bytes()) {
+            return true;
+        }
+    }
+    !given
+}

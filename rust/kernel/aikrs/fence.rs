@@ -113,6 +113,14 @@ impl Fence {
         r > 0
     }
 
+    /// Returns once every callback run by the signal of this (signalled) fence has
+    /// returned. Sleeps not, but spins on the fence lock: any context but the fence's own
+    /// callbacks.
+    pub fn sync_callbacks(&self) {
+        // SAFETY: The fence is live by the type invariant.
+        unsafe { bindings::aikrs_fence_sync_callbacks(self.as_raw()) };
+    }
+
     /// Whether `self` and `other` are the same fence.
     pub fn same(&self, other: &Fence) -> bool {
         self.0 == other.0

@@ -17,13 +17,21 @@
 //! use and in the status `timedout_job` returns.
 
 use crate::{
-    aikrs::{compat::c_str_ptr, fence::Fence},
+    aikrs::{compat::c_str_ptr, fence::Fence, timer::Workqueue},
     alloc::{flags::GFP_KERNEL, KBox},
     bindings,
     error::{code::*, to_result, Result},
+    prelude::InPlaceInit,
+    sync::SpinLock,
     types::Opaque,
 };
-use core::{ffi::CStr, marker::PhantomPinned, mem::ManuallyDrop, pin::Pin};
+use core::{
+    ffi::CStr,
+    marker::PhantomPinned,
+    mem::ManuallyDrop,
+    pin::Pin,
+    sync::atomic::{AtomicU8, Ordering},
+};
 
 /// drm_sched priorities (`enum drm_sched_priority`), highest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,8 +49,9 @@ pub enum Priority {
 
 /// The hardware side of a [`Scheduler`]: what drm_sched calls.
 pub trait Backend: Send + Sync + Sized {
-    /// The driver's part of each job.
-    type JobData: Send;
+    /// The driver's part of each job (`Sync`: drm_sched may run `run_job` and
+    /// `timedout_job` of one job on different workers).
+    type JobData: Send + Sync;
 
     /// Hands `job` to the hardware; returns the fence the hardware signals when the job is
     /// done (or failed). Called from the scheduler's submit work item (process context).
@@ -58,15 +67,25 @@ pub trait Backend: Send + Sync + Sized {
 ///
 /// # Invariants
 ///
-/// `base` was initialised by `drm_sched_job_init` on an entity of a `Scheduler<B>`;
-/// `hw` is the fence returned by [`Backend::run_job`] once it ran.
+/// `base` was initialised by `drm_sched_job_init` on an entity of a `Scheduler<B>`.
+/// `hw` is written once, by `run_job_cb` before it sets `ran` (release), and read only
+/// after `ran` was seen set (acquire).
 #[repr(C)]
 pub struct Job<B: Backend> {
     base: Opaque<bindings::drm_sched_job>,
-    hw: Option<Fence>,
+    hw: core::cell::UnsafeCell<Option<Fence>>,
+    /// [`RAN_NOT`], [`RAN_OK`] or [`RAN_ERR`].
+    ran: AtomicU8,
     data: B::JobData,
     _pin: PhantomPinned,
 }
+
+/// `run_job` has not returned yet.
+const RAN_NOT: u8 = 0;
+/// `run_job` returned a hardware fence (in `hw`).
+const RAN_OK: u8 = 1;
+/// `run_job` returned an error.
+const RAN_ERR: u8 = 2;
 
 impl<B: Backend> Job<B> {
     /// The driver's data.
@@ -92,9 +111,30 @@ impl<B: Backend> Job<B> {
     /// # Safety
     ///
     /// `sj` must be the `base` of a live `Job<B>`.
-    unsafe fn from_base<'a>(sj: *mut bindings::drm_sched_job) -> &'a mut Self {
+    unsafe fn from_base<'a>(sj: *mut bindings::drm_sched_job) -> &'a Self {
         // SAFETY: Caller's guarantee; `base` is the first field of a `repr(C)` struct.
-        unsafe { &mut *(crate::container_of!(sj.cast::<Opaque<bindings::drm_sched_job>>(), Self, base) as *mut Self) }
+        unsafe { &*crate::container_of!(sj.cast::<Opaque<bindings::drm_sched_job>>(), Self, base) }
+    }
+
+    /// The `Job` pointer around a `drm_sched_job` of ours (for freeing it).
+    fn ptr_of(sj: *mut bindings::drm_sched_job) -> *mut Self {
+        sj.cast::<Self>()
+    }
+
+    /// Waits until `run_job` has returned (it may still be running when the timeout
+    /// fires: drm_sched starts the timeout before calling it); then the hardware fence.
+    fn wait_ran(&self) -> Option<&Fence> {
+        let mut ran = self.ran.load(Ordering::Acquire);
+        while ran == RAN_NOT {
+            crate::aikrs::timer::msleep(1);
+            ran = self.ran.load(Ordering::Acquire);
+        }
+        if ran != RAN_OK {
+            return None;
+        }
+        // SAFETY: `hw` was written before `ran` was set (release, seen by our acquire)
+        // and is never written again.
+        unsafe { (*self.hw.get()).as_ref() }
     }
 }
 
@@ -134,8 +174,19 @@ impl<B: Backend> Scheduler<B> {
 
     /// A scheduler named `name` that lets `credit_limit` jobs (one credit each) into the
     /// hardware at once; a job running longer than `timeout_ms` (0: no limit) is reported
-    /// to [`Backend::timedout_job`].
-    pub fn new(backend: B, credit_limit: u32, timeout_ms: u32, name: &'static CStr) -> Result<Self> {
+    /// to [`Backend::timedout_job`]. Its submission work runs on `wq` (`None`: an
+    /// ordered workqueue of its own).
+    ///
+    /// # Safety
+    ///
+    /// `wq`, if given, must outlive the scheduler.
+    pub unsafe fn new(
+        backend: B,
+        wq: Option<&Workqueue>,
+        credit_limit: u32,
+        timeout_ms: u32,
+        name: &'static CStr,
+    ) -> Result<Self> {
         if credit_limit == 0 {
             return Err(EINVAL);
         }
@@ -151,10 +202,11 @@ impl<B: Backend> Scheduler<B> {
         let s = unsafe { node.as_mut().get_unchecked_mut() }.sched.get();
         // SAFETY: `s` is valid for writes; drm_sched expects a zeroed structure.
         unsafe { core::ptr::write_bytes(s, 0, 1) };
+        let wq = wq.map_or(core::ptr::null_mut(), |w| w.as_raw());
         // SAFETY: `s` is zeroed, pinned and lives until `drop` calls `drm_sched_fini`;
-        // `OPS` and `name` are static.
+        // `OPS` and `name` are static; `wq` outlives the scheduler (caller's guarantee).
         to_result(unsafe {
-            bindings::aikrs_sched_init(s, &Self::OPS, credit_limit, timeout_ms, c_str_ptr(name))
+            bindings::aikrs_sched_init(s, &Self::OPS, wq, credit_limit, timeout_ms, c_str_ptr(name))
         })?;
         // INVARIANT: Initialised with `Self::OPS` just now.
         Ok(Self { node })
@@ -188,11 +240,17 @@ impl<B: Backend> Scheduler<B> {
         match backend.run_job(job) {
             Ok(hw) => {
                 let raw = hw.clone();
-                job.hw = Some(hw);
+                // SAFETY: Only this call writes `hw`, once, before publishing `ran`; nobody
+                // reads it before seeing `ran` set (type invariant).
+                unsafe { *job.hw.get() = Some(hw) };
+                job.ran.store(RAN_OK, Ordering::Release);
                 // drm_sched takes over the returned reference.
                 raw.into_raw()
             }
-            Err(e) => e.to_ptr(),
+            Err(e) => {
+                job.ran.store(RAN_ERR, Ordering::Release);
+                e.to_ptr()
+            }
         }
     }
 
@@ -201,13 +259,23 @@ impl<B: Backend> Scheduler<B> {
         let job = unsafe { Job::<B>::from_base(sj) };
         // SAFETY: As in `run_job_cb`.
         let backend = unsafe { Self::backend_of((*sj).sched) };
+        let hw = job.wait_ran();
         backend.timedout_job(job);
-        let done = job.hw.as_ref().map_or(true, |f| f.is_signaled());
+        let done = match hw {
+            Some(f) if f.is_signaled() => {
+                // The signalled bit is set before the callbacks run: wait for drm_sched's
+                // done callback, which still uses the job, to return.
+                f.sync_callbacks();
+                true
+            }
+            Some(_) => false,
+            None => true,
+        };
         if done {
-            // SAFETY: drm_sched took the job off its pending list before calling us and
-            // its hardware fence has signalled, so the done callback drm_sched registered
-            // on it has run: nothing refers to the job any more.
-            unsafe { Job::free(job) };
+            // SAFETY: drm_sched took the job off its pending list before calling us,
+            // `run_job` has returned, and its hardware fence has signalled and run its
+            // callbacks (or there is none): nothing refers to the job any more.
+            unsafe { Job::free(Job::<B>::ptr_of(sj)) };
         } else {
             // Freeing it would leave drm_sched's callback on the hardware fence pointing
             // into freed memory: leak it instead and say so.
@@ -218,10 +286,8 @@ impl<B: Backend> Scheduler<B> {
     }
 
     unsafe extern "C" fn free_job_cb(sj: *mut bindings::drm_sched_job) {
-        // SAFETY: As in `run_job_cb`; drm_sched is done with the job.
-        let job = unsafe { Job::<B>::from_base(sj) };
         // SAFETY: drm_sched hands the job back for good (`free_job`).
-        unsafe { Job::free(job) };
+        unsafe { Job::free(Job::<B>::ptr_of(sj)) };
     }
 }
 
@@ -235,12 +301,16 @@ impl<B: Backend> Drop for Scheduler<B> {
 
 /// A drm_sched entity: a queue of jobs of one priority feeding one [`Scheduler<B>`].
 ///
+/// Jobs are armed and pushed under `lock`, as drm_sched requires (their finished fences
+/// must be armed in push order).
+///
 /// # Invariants
 ///
 /// `entity` was initialised by `drm_sched_entity_init` on `Scheduler<B>`'s scheduler and
 /// is destroyed on drop.
 pub struct Entity<B: Backend> {
     entity: Pin<KBox<Opaque<bindings::drm_sched_entity>>>,
+    lock: Pin<KBox<SpinLock<()>>>,
     _b: core::marker::PhantomData<B>,
 }
 
@@ -266,9 +336,11 @@ impl<B: Backend> Entity<B> {
         to_result(unsafe {
             bindings::drm_sched_entity_init(e, prio as _, list.as_mut_ptr(), 1, core::ptr::null_mut())
         })?;
+        let lock = KBox::pin_init(crate::new_spinlock!((), "aikrs_sched_entity"), GFP_KERNEL)?;
         // INVARIANT: Initialised just now.
         Ok(Self {
             entity,
+            lock,
             _b: core::marker::PhantomData,
         })
     }
@@ -308,7 +380,8 @@ impl<B: Backend> NewJob<B> {
         let mut job = KBox::pin(
             Job {
                 base: Opaque::uninit(),
-                hw: None,
+                hw: core::cell::UnsafeCell::new(None),
+                ran: AtomicU8::new(RAN_NOT),
                 data,
                 _pin: PhantomPinned,
             },
@@ -343,9 +416,14 @@ impl<B: Backend> NewJob<B> {
         to_result(unsafe { bindings::drm_sched_job_add_dependency(self.base(), f.into_raw()) })
     }
 
-    /// Arms the job and pushes it to its entity; returns its finished fence. From here on
-    /// the job belongs to drm_sched.
-    pub fn push(self) -> Fence {
+    /// Arms the job and pushes it to `entity`, the one it was created on (else
+    /// `EINVAL`); returns its finished fence. From here on the job belongs to drm_sched.
+    pub fn push(self, entity: &Entity<B>) -> Result<Fence> {
+        // SAFETY: The job is initialised (invariant); reads the entity it was set up on.
+        if unsafe { bindings::aikrs_sched_job_entity(self.base()) } != entity.entity.get() {
+            return Err(EINVAL);
+        }
+        let _guard = entity.lock.lock();
         let this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again, so the box is moved out once.
         let job = unsafe { core::ptr::read(&this.job) };
@@ -359,9 +437,10 @@ impl<B: Backend> NewJob<B> {
         // SAFETY: Armed: the finished fence is initialised and the helper returns a new,
         // non-null reference.
         let finished = unsafe { Fence::from_raw_nonnull(bindings::aikrs_sched_job_finished(b)) };
-        // SAFETY: Armed and not yet pushed: push (no failure point in between).
+        // SAFETY: Armed and not yet pushed: push (no failure point in between), under the
+        // entity's lock like the arm.
         unsafe { bindings::drm_sched_entity_push_job(b) };
-        finished
+        Ok(finished)
     }
 }
 

@@ -230,3 +230,42 @@ pub fn msleep(ms: u32) {
     // SAFETY: Sleeping is allowed in process context (documented).
     unsafe { bindings::msleep(ms) };
 }
+
+/// A workqueue of our own: per-CPU, high priority, with a rescuer
+/// (`WQ_HIGHPRI | WQ_MEM_RECLAIM`). Destroyed (after draining) on drop.
+///
+/// # Invariants
+///
+/// `wq` was returned by `aikrs_wq_create` and is destroyed only on drop.
+pub struct Workqueue {
+    wq: core::ptr::NonNull<bindings::workqueue_struct>,
+}
+
+// SAFETY: Workqueues are internally synchronised.
+unsafe impl Send for Workqueue {}
+// SAFETY: See `Send`.
+unsafe impl Sync for Workqueue {}
+
+impl Workqueue {
+    /// A new workqueue named `name`.
+    pub fn new(name: &'static core::ffi::CStr) -> Result<Self> {
+        // SAFETY: `name` is NUL-terminated; the helper copies it.
+        let p = unsafe { bindings::aikrs_wq_create(crate::aikrs::compat::c_str_ptr(name)) };
+        let wq = core::ptr::NonNull::new(p).ok_or(crate::error::code::ENOMEM)?;
+        // INVARIANT: Created just now.
+        Ok(Self { wq })
+    }
+
+    /// The C workqueue, for C interfaces that queue to it (it outlives `self`'s borrow).
+    pub fn as_raw(&self) -> *mut bindings::workqueue_struct {
+        self.wq.as_ptr()
+    }
+}
+
+impl Drop for Workqueue {
+    fn drop(&mut self) {
+        // SAFETY: Created by `aikrs_wq_create` (invariant) and destroyed once; users of
+        // the raw pointer are gone by contract (see `Scheduler::new`).
+        unsafe { bindings::destroy_workqueue(self.wq.as_ptr()) };
+    }
+}

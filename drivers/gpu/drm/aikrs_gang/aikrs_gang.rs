@@ -41,8 +41,8 @@ impl kernel::Module for AikrsGang {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         #[cfg(CONFIG_AIKRS_GANG_BENCH)]
         {
-            use kernel::aikrs::compat::cmdline_is;
-            if cmdline_is("aikrs.mode", "bench") {
+            use kernel::aikrs::compat::{bench_selected, cmdline_is};
+            if cmdline_is("aikrs.mode", "bench") && bench_selected("gang") {
                 bench::run_all();
             }
             let demo = if cmdline_is("aikrs.mode", "demo") {

@@ -49,6 +49,16 @@ fn class_index(c: Class) -> usize {
     c as usize
 }
 
+/// The class of a job, from its engine priority (see [`class_prio`]).
+fn info_class(info: &JobInfo) -> Class {
+    match info.prio {
+        3 => Class::Kernel,
+        2 => Class::Latency,
+        1 => Class::Normal,
+        _ => Class::Bulk,
+    }
+}
+
 /// One job of a submission.
 pub(crate) struct JobSpec<'a> {
     pub(crate) ring: u32,
@@ -120,7 +130,10 @@ struct State {
     dirty: KVec<u32>,
     /// The policy's events of one step (capacity reserved, never grows).
     events: KVec<Event>,
+    /// No new submissions; everything left is being failed.
     dead: bool,
+    /// Teardown is done: fence callbacks no longer note anything.
+    closed: bool,
 }
 
 /// Counters of a [`GangSched`].
@@ -139,8 +152,14 @@ pub(crate) struct GangCounters {
 /// An action decided under the state lock, performed after it.
 enum Act {
     Push(u32, u32, NewJob<RingBackend>, Arc<JobInfo>),
-    /// Signal a job's fence and drop its callbacks.
-    Finish(Option<Signaller>, Result, KVec<Waiter<DepCb>>, Option<Waiter<FinCb>>),
+    /// Signal a job's fence, drop its callbacks and its unpushed drm_sched job.
+    Finish(
+        Option<Signaller>,
+        Result,
+        KVec<Waiter<DepCb>>,
+        Option<Waiter<FinCb>>,
+        Option<NewJob<RingBackend>>,
+    ),
     Cancel(Arc<JobInfo>),
 }
 
@@ -216,6 +235,9 @@ impl Inner {
     fn note(&self, slot: u32, gen: u32, f: impl FnOnce(&mut Pending)) {
         let now = ktime_ns();
         let queue = with_irqsave(&self.state, |st| {
+            if st.closed {
+                return false;
+            }
             let Some(r) = st.recs.get_mut(slot as usize) else { return false };
             if r.gen != gen {
                 return false;
@@ -250,7 +272,13 @@ impl Inner {
                 Event::Fail(id) => {
                     let Some(r) = recs.get_mut(id as usize) else { continue };
                     counters.failed.fetch_add(1, Ordering::Relaxed);
-                    let act = Act::Finish(r.done.take(), Err(ecanceled()), core::mem::take(&mut r.deps), r.fin.take());
+                    let act = Act::Finish(
+                        r.done.take(),
+                        Err(ecanceled()),
+                        core::mem::take(&mut r.deps),
+                        r.fin.take(),
+                        r.job.take(),
+                    );
                     Self::free_rec(r);
                     act
                 }
@@ -283,9 +311,14 @@ impl Inner {
     fn process(&self) {
         let _serial = self.push.lock();
         loop {
+            if with_irqsave(&self.state, |st| st.closed) {
+                return;
+            }
             let mut acts = KVec::new();
-            // Room for the worst case: every slot acts once, plus the releases.
-            let cap = with_irqsave(&self.state, |st| st.recs.len()) + 1;
+            // Room for the worst case: a slot yields at most two actions in one pass (a
+            // cancel, then its finish); a push beyond it would allocate, and a failed one
+            // would drop an action under the lock.
+            let cap = 2 * with_irqsave(&self.state, |st| st.recs.len()) + 2;
             if acts.reserve(cap, GFP_KERNEL).is_err() {
                 // Try again later rather than lose events.
                 msleep(1);
@@ -300,6 +333,7 @@ impl Inner {
                     dirty,
                     events,
                     dead,
+                    ..
                 } = st;
                 // Capacity for every event of a call is reserved (one per slot).
                 fn emit(events: &mut KVec<Event>) -> impl FnMut(Event) + '_ {
@@ -331,6 +365,7 @@ impl Inner {
                                 if ok { Ok(()) } else { Err(ecanceled()) },
                                 core::mem::take(&mut r.deps),
                                 r.fin.take(),
+                                r.job.take(),
                             );
                             Self::free_rec(r);
                             let _ = acts.push(act, GFP_ATOMIC);
@@ -364,15 +399,20 @@ impl Inner {
                     let ready = info.ready_ns.load(Ordering::Relaxed);
                     self.counters.barrier_wait_ns.fetch_add((now - ready).max(0) as u64, Ordering::Relaxed);
                 }
-                let finished = job.push();
-                self.watch_finished(slot, gen, &finished);
+                let entity = self.entities.get(info.ring as usize * Class::COUNT + class_index(info_class(&info)));
+                match entity.map(|e| job.push(e)) {
+                    Some(Ok(finished)) => self.watch_finished(slot, gen, &finished),
+                    // Not its entity (cannot happen: the job was made on it): fail it.
+                    _ => self.note(slot, gen, |p| p.finished = Some(false)),
+                }
             }
-            Act::Finish(done, result, deps, fin) => {
+            Act::Finish(done, result, deps, fin, job) => {
                 if let Some(d) = done {
                     d.signal(result);
                 }
                 drop(deps);
                 drop(fin);
+                drop(job);
             }
             Act::Cancel(info) => {
                 self.gpu.cancel(&info, ecanceled());
@@ -453,6 +493,7 @@ impl GangSched {
                     dirty: KVec::with_capacity(n, GFP_KERNEL)?,
                     events: KVec::with_capacity(n + MAX_BATCH, GFP_KERNEL)?,
                     dead: false,
+                    closed: false,
                 },
                 "aikrs_gang_state"
             ),
@@ -480,10 +521,6 @@ impl GangSched {
 
     pub(crate) fn policy_stats(&self) -> policy::Stats {
         with_irqsave(&self.inner.state, |st| st.policy.stats())
-    }
-
-    pub(crate) fn gpu(&self) -> &Arc<ModelGpu> {
-        &self.inner.gpu
     }
 
     /// Submits a batch of jobs from context `ctx`; returns their handles in order.
@@ -564,29 +601,42 @@ impl GangSched {
         drop(parts_iter);
         r?;
         inner.counters.submitted.fetch_add(specs.len() as u64, Ordering::Relaxed);
-        // Dependencies on fences: a callback each, or counted at once if signalled.
+        // Dependencies on fences: a callback each, or counted at once if signalled. The
+        // callbacks are collected outside the lock and moved into the record in one swap
+        // (no allocation, no drop under the lock).
         for (i, s) in specs.iter().enumerate() {
             let (slot, gen) = (ids[i], gens[i]);
-            for f in s.deps {
-                let Some(me) = inner.arc() else { break };
-                let cb = DepCb { inner: me, slot, gen };
-                match Waiter::new(f, cb)? {
-                    Ok(w) => {
-                        let spare = with_irqsave(&inner.state, |st| match st.recs.get_mut(slot as usize) {
-                            Some(r) if r.gen == gen => r.deps.push(w, GFP_ATOMIC).err().map(|_| ()),
-                            _ => None,
-                        });
-                        // A push failure drops the waiter, which unregisters it: count
-                        // the dependency as met only if it has signalled meanwhile.
-                        if spare.is_some() {
-                            while !f.wait_ms(10) {}
-                            let ok = f.status() == Some(Ok(()));
-                            inner.note(slot, gen, |p| if ok { p.ext_ok += 1 } else { p.ext_failed += 1 });
+            let mut ws = KVec::new();
+            let mut failed = 0u32;
+            if ws.reserve(s.deps.len(), GFP_KERNEL).is_err() {
+                failed = s.deps.len() as u32;
+            } else {
+                for f in s.deps {
+                    let Some(me) = inner.arc() else { break };
+                    match Waiter::new(f, DepCb { inner: me, slot, gen }) {
+                        Ok(Ok(w)) => {
+                            // Within the reserved capacity.
+                            let _ = ws.push(w, GFP_KERNEL);
                         }
+                        Ok(Err((cb, res))) => cb.signalled(res),
+                        // No memory for the callback: the job cannot wait for this
+                        // fence, so it fails as if the fence had.
+                        Err(_) => failed += 1,
                     }
-                    Err((cb, res)) => cb.signalled(res),
                 }
             }
+            if failed != 0 {
+                inner.note(slot, gen, |p| p.ext_failed += failed);
+            }
+            let spare = with_irqsave(&inner.state, |st| match st.recs.get_mut(slot as usize) {
+                Some(r) if r.gen == gen && r.deps.is_empty() => {
+                    core::mem::swap(&mut r.deps, &mut ws);
+                    None
+                }
+                _ => Some(ws),
+            });
+            // The job already ended: its callbacks go here, outside the lock.
+            drop(spare);
         }
         // Jobs without dependencies may go now.
         inner.process();
@@ -598,8 +648,11 @@ impl GangSched {
     pub(crate) fn shutdown(&self) {
         let inner = &self.inner;
         let mut acts = KVec::new();
-        let cap = with_irqsave(&inner.state, |st| st.recs.len()) + 1;
-        let _ = acts.reserve(cap, GFP_KERNEL);
+        let cap = 2 * with_irqsave(&inner.state, |st| st.recs.len()) + 2;
+        if acts.reserve(cap, GFP_KERNEL).is_err() {
+            pr_err!("gang shutdown: no memory for the teardown actions\n");
+            return;
+        }
         {
             let _serial = inner.push.lock();
             let counters = &inner.counters;
@@ -623,9 +676,17 @@ impl GangSched {
             }
             msleep(1);
         }
+        // From here on callbacks note nothing and the work item does nothing.
+        with_irqsave(&inner.state, |st| st.closed = true);
         inner.work.cancel_sync();
-        // Drop every remaining callback (they hold references to `inner`).
+        // Drop every remaining callback (they hold references to `inner`), outside the
+        // lock.
         let mut left = KVec::new();
+        let n = with_irqsave(&inner.state, |st| st.recs.len());
+        if left.reserve(n, GFP_KERNEL).is_err() {
+            pr_err!("gang shutdown: no memory to collect callbacks; leaking them\n");
+            return;
+        }
         with_irqsave(&inner.state, |st| {
             for r in st.recs.iter_mut() {
                 let deps = core::mem::take(&mut r.deps);
@@ -679,7 +740,7 @@ impl PlainCtx {
             job.add_dependency(d)?;
         }
         info.release_ns.store(ktime_ns(), Ordering::Relaxed);
-        let done = job.push();
+        let done = job.push(entity)?;
         Ok(Submitted { done, info })
     }
 }

@@ -23,7 +23,7 @@ use kernel::aikrs::{
     cpu::{ktime_ns, with_irqsave},
     fence::{Fence, Signaller},
     sched::{Backend, Job, Scheduler},
-    timer::{msleep, Expired, Timer, TimerRef},
+    timer::{msleep, Expired, Timer, TimerRef, Workqueue},
 };
 use kernel::new_spinlock;
 use kernel::prelude::*;
@@ -84,6 +84,9 @@ pub(crate) struct JobInfo {
     /// Completion on the engine (0: not yet).
     pub(crate) end_ns: AtomicI64,
     pub(crate) preemptions: AtomicU32,
+    /// The hardware fence, made with the job (not in `run_job`, which must not
+    /// allocate: it is on the fence-signalling path).
+    hw: Signaller,
 }
 
 impl JobInfo {
@@ -113,6 +116,7 @@ impl JobInfo {
                 start_ns: AtomicI64::new(0),
                 end_ns: AtomicI64::new(0),
                 preemptions: AtomicU32::new(0),
+                hw: Signaller::new()?,
             },
             GFP_KERNEL,
         )?)
@@ -136,7 +140,6 @@ pub(crate) struct GpuStats {
 /// A job on an engine.
 struct Slot {
     info: Arc<JobInfo>,
-    fence: Signaller,
     /// Run time left, or [`HANG`].
     left: u64,
     seq: u64,
@@ -160,8 +163,8 @@ pub(crate) struct Engine {
     state: Pin<KBox<SpinLock<EngineState>>>,
 }
 
-/// A fence to signal once the engine lock is dropped.
-type ToSignal = Option<(Signaller, Result)>;
+/// A job whose hardware fence is signalled once the engine lock is dropped.
+type ToSignal = Option<(Arc<JobInfo>, Result)>;
 
 impl EngineState {
     /// Starts the best queued job if idle (highest priority, then oldest).
@@ -256,23 +259,17 @@ impl Engine {
 
     /// Takes a job into the engine (drm_sched's `run_job`); returns its hardware fence.
     fn submit(&self, info: Arc<JobInfo>, t: &TimerRef) -> Result<Fence> {
-        let sig = Signaller::new()?;
-        let fence = sig.fence();
+        let fence = info.hw.fence();
         let now = ktime_ns();
         let left = if info.run_ns == HANG { HANG } else { info.run_ns.max(1) };
-        let mut slot = Some(Slot {
-            info,
-            fence: sig,
-            left,
-            seq: 0,
-        });
+        let mut slot = Some(Slot { info, left, seq: 0 });
         let rejected: ToSignal = with_irqsave(&self.state, |st| {
             let Some(mut s) = slot.take() else { return None };
             if st.dead || s.info.cancelled.load(Ordering::Acquire) {
-                return Some((s.fence, Err(ecanceled())));
+                return Some((s.info, Err(ecanceled())));
             }
             let Some(free) = st.queue.iter_mut().find(|q| q.is_none()) else {
-                return Some((s.fence, Err(ENOSPC)));
+                return Some((s.info, Err(ENOSPC)));
             };
             st.seq += 1;
             s.seq = st.seq;
@@ -284,9 +281,9 @@ impl Engine {
             }
             None
         });
-        if let Some((s, r)) = rejected {
+        if let Some((i, r)) = rejected {
             self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
-            s.signal(r);
+            i.hw.signal_ref(r);
         }
         Ok(fence)
     }
@@ -308,7 +305,7 @@ impl Engine {
             Some(s) => {
                 s.info.end_ns.store(now, Ordering::Relaxed);
                 self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
-                s.fence.signal(Err(err));
+                s.info.hw.signal_ref(Err(err));
                 true
             }
             None => false,
@@ -337,7 +334,7 @@ impl Engine {
         });
         for s in all.into_iter() {
             self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
-            s.fence.signal(Err(ecanceled()));
+            s.info.hw.signal_ref(Err(ecanceled()));
         }
     }
 }
@@ -353,7 +350,7 @@ impl Expired for Engine {
                 r.info.end_ns.store(now, Ordering::Relaxed);
                 st.preempt_at = 0;
                 st.start_next(now, self, t);
-                return Some((r.fence, Ok(())));
+                return Some((r.info, Ok(())));
             }
             if st.preempt_at != 0 && now >= st.preempt_at {
                 if run.left != HANG {
@@ -378,8 +375,8 @@ impl Expired for Engine {
             }
             None
         });
-        if let Some((s, r)) = done {
-            s.signal(r);
+        if let Some((i, r)) = done {
+            i.hw.signal_ref(r);
         }
     }
 }
@@ -438,6 +435,9 @@ impl RingBackend {
 /// The model GPU: rings, each a drm_sched scheduler over a model engine.
 pub(crate) struct ModelGpu {
     rings: KVec<Scheduler<RingBackend>>,
+    /// The rings' submission work runs here (declared after `rings`: dropped after
+    /// the schedulers). Only held, never read.
+    _wq: Workqueue,
     pub(crate) stats: Arc<GpuStats>,
     next_id: AtomicU64,
 }
@@ -458,6 +458,7 @@ impl ModelGpu {
             return Err(EINVAL);
         }
         let stats = Arc::new(GpuStats::default(), GFP_KERNEL)?;
+        let wq = Workqueue::new(c"aikrs_gpu")?;
         let mut v = KVec::with_capacity(rings as usize, GFP_KERNEL)?;
         for i in 0..rings as usize {
             let engine = Timer::new(Engine::new(u64::from(preempt_us) * 1000, stats.clone())?)?;
@@ -465,11 +466,15 @@ impl ModelGpu {
                 engine,
                 stats: stats.clone(),
             };
-            v.push(Scheduler::new(backend, credits, timeout_ms, RING_NAMES[i])?, GFP_KERNEL)?;
+            // SAFETY: `wq` moves into the `ModelGpu` with the schedulers, declared after
+            // them, so it outlives them.
+            let sched = unsafe { Scheduler::new(backend, Some(&wq), credits, timeout_ms, RING_NAMES[i])? };
+            v.push(sched, GFP_KERNEL)?;
         }
         Ok(Arc::new(
             Self {
                 rings: v,
+                _wq: wq,
                 stats,
                 next_id: AtomicU64::new(1),
             },
