@@ -218,6 +218,8 @@ fn serve(mode: Mode, decodes: u32, prefill: bool, seed: u64) -> Result<(KVec<i64
                 }
             }
         }
+        // The decode arrives while the prefills run.
+        msleep(1 + rng.below(4) as u32);
         let d = match (&gs, &plain) {
             (Some(gs), _) => {
                 let s = JobSpec {
@@ -232,7 +234,6 @@ fn serve(mode: Mode, decodes: u32, prefill: bool, seed: u64) -> Result<(KVec<i64
         wait_done(core::slice::from_ref(&d))?;
         let l = d.info.end_ns.load(Ordering::Relaxed) - d.info.submit_ns.load(Ordering::Relaxed);
         lat.push(l, GFP_KERNEL)?;
-        msleep(1 + rng.below(4) as u32);
     }
     wait_done(&prefills)?;
     Ok((lat, gpu.stats.preemptions.load(Ordering::Relaxed)))
