@@ -145,7 +145,9 @@ pub fn etimedout() -> crate::error::Error {
 pub fn bench_selected(name: &str) -> bool {
     let mut given = false;
     for param in cmdline_params() {
-        let Some(v) = param.strip_prefix(b"aikrs.bench=") else { continue };
+        let Some(v) = param.strip_prefix(b"aikrs.bench=") else {
+            continue;
+        };
         given = true;
         if v.split(|&b| b == b',').any(|n| n == name.as_bytes()) {
             return true;

@@ -14,9 +14,9 @@
 //! doing so; it should record what happened and defer the work (e.g. to a work item).
 
 use crate::{
+    aikrs::compat::ecanceled,
     alloc::{flags::GFP_KERNEL, KBox},
     bindings,
-    aikrs::compat::ecanceled,
     error::{code::*, to_result, Error, Result},
     types::Opaque,
 };
@@ -107,9 +107,11 @@ impl Fence {
     pub fn wait_ms(&self, timeout_ms: u32) -> bool {
         // SAFETY: Converting a duration is always safe.
         let jiffies = unsafe { bindings::__msecs_to_jiffies(timeout_ms) };
+        // (A `u32` of milliseconds always fits in a `long` of jiffies.)
+        let jiffies = jiffies.try_into().unwrap_or(i16::MAX.into());
         // SAFETY: The fence is live by the type invariant; waiting may sleep, which the
         // caller allows (documented).
-        let r = unsafe { bindings::dma_fence_wait_timeout(self.as_raw(), false, jiffies as _) };
+        let r = unsafe { bindings::dma_fence_wait_timeout(self.as_raw(), false, jiffies) };
         r > 0
     }
 
@@ -250,9 +252,8 @@ impl<T: OnSignal> Waiter<T> {
         let cbp = unsafe { node.as_mut().get_unchecked_mut() }.cb.get();
         // SAFETY: `cbp` is valid, pinned and outlives the registration: `Drop` removes it
         // before the node is freed. The function matches `dma_fence_func_t`.
-        let r = unsafe {
-            bindings::dma_fence_add_callback(fence.as_raw(), cbp, Some(Self::callback))
-        };
+        let r =
+            unsafe { bindings::dma_fence_add_callback(fence.as_raw(), cbp, Some(Self::callback)) };
         if r == 0 {
             // INVARIANT: Registered just now.
             return Ok(Ok(Self { node }));
@@ -284,13 +285,22 @@ impl<T: OnSignal> Waiter<T> {
     /// # Safety
     ///
     /// Called by the fence core with `cb` registered by [`Waiter::new`].
-    unsafe extern "C" fn callback(fence: *mut bindings::dma_fence, cb: *mut bindings::dma_fence_cb) {
+    unsafe extern "C" fn callback(
+        fence: *mut bindings::dma_fence,
+        cb: *mut bindings::dma_fence_cb,
+    ) {
         // SAFETY: `cb` is the `cb` field of a live `Node<T>` (the registration's
         // invariant; `Drop` unregisters before freeing). `Opaque<T>` has `T`'s layout.
-        let node = unsafe { &*crate::container_of!(cb.cast::<Opaque<bindings::dma_fence_cb>>(), Node<T>, cb) };
+        let node = unsafe {
+            &*crate::container_of!(cb.cast::<Opaque<bindings::dma_fence_cb>>(), Node<T>, cb)
+        };
         // SAFETY: The fence is signalled and live while its callbacks run.
         let err = unsafe { (*fence).error };
-        let result = if err < 0 { Err(Error::from_errno(err)) } else { Ok(()) };
+        let result = if err < 0 {
+            Err(Error::from_errno(err))
+        } else {
+            Ok(())
+        };
         node.data.signalled(result);
     }
 }

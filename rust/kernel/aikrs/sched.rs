@@ -228,9 +228,21 @@ impl<B: Backend> Scheduler<B> {
     /// `s` must be the `sched` of a live `SchedNode<B>`.
     unsafe fn backend_of<'a>(s: *mut bindings::drm_gpu_scheduler) -> &'a B {
         // SAFETY: Caller's guarantee.
-        unsafe { &(*crate::container_of!(s.cast::<Opaque<bindings::drm_gpu_scheduler>>(), SchedNode<B>, sched)).backend }
+        unsafe {
+            &(*crate::container_of!(
+                s.cast::<Opaque<bindings::drm_gpu_scheduler>>(),
+                SchedNode<B>,
+                sched
+            ))
+            .backend
+        }
     }
 
+    /// drm_sched's `run_job`.
+    ///
+    /// # Safety
+    ///
+    /// Called by drm_sched with a job of ours, pushed to an entity of a `Scheduler<B>`.
     unsafe extern "C" fn run_job_cb(sj: *mut bindings::drm_sched_job) -> *mut bindings::dma_fence {
         // SAFETY: drm_sched only calls us with jobs pushed to entities of a
         // `Scheduler<B>`, i.e. `base`s of live `Job<B>`s.
@@ -254,7 +266,14 @@ impl<B: Backend> Scheduler<B> {
         }
     }
 
-    unsafe extern "C" fn timedout_job_cb(sj: *mut bindings::drm_sched_job) -> bindings::drm_gpu_sched_stat {
+    /// drm_sched's `timedout_job`.
+    ///
+    /// # Safety
+    ///
+    /// As for `run_job_cb`; drm_sched has taken the job off its pending list.
+    unsafe extern "C" fn timedout_job_cb(
+        sj: *mut bindings::drm_sched_job,
+    ) -> bindings::drm_gpu_sched_stat {
         // SAFETY: As in `run_job_cb`.
         let job = unsafe { Job::<B>::from_base(sj) };
         // SAFETY: As in `run_job_cb`.
@@ -285,6 +304,11 @@ impl<B: Backend> Scheduler<B> {
         unsafe { bindings::aikrs_sched_stat_reset }
     }
 
+    /// drm_sched's `free_job`.
+    ///
+    /// # Safety
+    ///
+    /// As for `run_job_cb`; drm_sched is done with the job.
     unsafe extern "C" fn free_job_cb(sj: *mut bindings::drm_sched_job) {
         // SAFETY: drm_sched hands the job back for good (`free_job`).
         unsafe { Job::free(Job::<B>::ptr_of(sj)) };
@@ -334,7 +358,13 @@ impl<B: Backend> Entity<B> {
         // SAFETY: `e` is zeroed and pinned; with one scheduler drm_sched does not keep
         // `list`; the scheduler outlives the entity (caller's guarantee).
         to_result(unsafe {
-            bindings::drm_sched_entity_init(e, prio as _, list.as_mut_ptr(), 1, core::ptr::null_mut())
+            bindings::drm_sched_entity_init(
+                e,
+                prio as bindings::drm_sched_priority,
+                list.as_mut_ptr(),
+                1,
+                core::ptr::null_mut(),
+            )
         })?;
         let lock = KBox::pin_init(crate::new_spinlock!((), "aikrs_sched_entity"), GFP_KERNEL)?;
         // INVARIANT: Initialised just now.

@@ -96,7 +96,7 @@ impl<T: Expired> Timer<T> {
     /// The timer itself, to arm it.
     pub fn timer(&self) -> &TimerRef {
         // SAFETY: `TimerRef` is `repr(transparent)` over the same `Opaque`.
-        unsafe { &*(&self.node.timer as *const Opaque<bindings::hrtimer>).cast::<TimerRef>() }
+        unsafe { &*core::ptr::from_ref(&self.node.timer).cast::<TimerRef>() }
     }
 
     /// Cancels the timer, waiting for a running callback to finish. Process context.
@@ -114,10 +114,11 @@ impl<T: Expired> Timer<T> {
     unsafe extern "C" fn callback(t: *mut bindings::hrtimer) -> bindings::hrtimer_restart {
         // SAFETY: `t` is the `timer` field of a live `TimerNode<T>`: `Drop` cancels the
         // timer (waiting for this callback) before freeing the node.
-        let node =
-            unsafe { &*crate::container_of!(t.cast::<Opaque<bindings::hrtimer>>(), TimerNode<T>, timer) };
+        let node = unsafe {
+            &*crate::container_of!(t.cast::<Opaque<bindings::hrtimer>>(), TimerNode<T>, timer)
+        };
         // SAFETY: `TimerRef` is `repr(transparent)` over `Opaque<hrtimer>`.
-        let tref = unsafe { &*(&node.timer as *const Opaque<bindings::hrtimer>).cast::<TimerRef>() };
+        let tref = unsafe { &*core::ptr::from_ref(&node.timer).cast::<TimerRef>() };
         node.data.expired(tref);
         // 7.x binds `enum hrtimer_restart` as a newtype, 6.12 as an integer.
         #[cfg(CONFIG_AIKRS_LINUX_GE_7)]
@@ -208,8 +209,9 @@ impl<T: Run> Work<T> {
     unsafe extern "C" fn func(w: *mut bindings::work_struct) {
         // SAFETY: `w` is the `work` field of a live `WorkNode<T>`: `Drop` waits for this
         // function before freeing the node.
-        let node =
-            unsafe { &*crate::container_of!(w.cast::<Opaque<bindings::work_struct>>(), WorkNode<T>, work) };
+        let node = unsafe {
+            &*crate::container_of!(w.cast::<Opaque<bindings::work_struct>>(), WorkNode<T>, work)
+        };
         node.data.run();
     }
 }

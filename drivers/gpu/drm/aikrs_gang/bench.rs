@@ -21,11 +21,7 @@ use crate::model::{GangTiming, ModelGpu};
 use crate::policy::Class;
 use core::sync::atomic::Ordering;
 use kernel::aikrs::{
-    compat::etimedout,
-    debugfs::Counters,
-    fence::Fence,
-    sched::Priority,
-    timer::msleep,
+    compat::etimedout, debugfs::Counters, fence::Fence, sched::Priority, timer::msleep,
 };
 use kernel::prelude::*;
 use kernel::sync::Arc;
@@ -97,7 +93,11 @@ fn record(t: &mut Train, step: &[Submitted]) -> Result {
     Ok(())
 }
 
-fn train(mode: Mode, steps: u32, seed: u64) -> Result<(Train, Arc<ModelGpu>, Option<crate::policy::Stats>)> {
+fn train(
+    mode: Mode,
+    steps: u32,
+    seed: u64,
+) -> Result<(Train, Arc<ModelGpu>, Option<crate::policy::Stats>)> {
     let gpu = ModelGpu::new(RINGS, CREDITS, PREEMPT_US, 0)?;
     let mut rng = Rng(seed);
     let mut t = Train {
@@ -125,7 +125,10 @@ fn train(mode: Mode, steps: u32, seed: u64) -> Result<(Train, Arc<ModelGpu>, Opt
             let ring = rng.below(u64::from(RINGS)) as u32;
             let run = 500 + rng.below(2500) as u32;
             let s = match (&gs, &plain) {
-                (Some(gs), _) => gs.submit(2, &[spec(ring, run, None, &[])])?.into_iter().next(),
+                (Some(gs), _) => gs
+                    .submit(2, &[spec(ring, run, None, &[])])?
+                    .into_iter()
+                    .next(),
                 (_, Some((_, comp))) => Some(comp.submit(ring, run, &[], None)?),
                 _ => None,
             };
@@ -143,7 +146,10 @@ fn train(mode: Mode, steps: u32, seed: u64) -> Result<(Train, Arc<ModelGpu>, Opt
                 let timing = GangTiming::new(RINGS)?;
                 let mut v = KVec::with_capacity(RINGS as usize, GFP_KERNEL)?;
                 for i in 0..RINGS {
-                    v.push(ctx.submit(i, MEMBER_US, &prev, Some(timing.clone()))?, GFP_KERNEL)?;
+                    v.push(
+                        ctx.submit(i, MEMBER_US, &prev, Some(timing.clone()))?,
+                        GFP_KERNEL,
+                    )?;
                 }
                 v
             }
@@ -305,15 +311,34 @@ impl Us {
 fn line(name: &str, ours: i64, base: i64) {
     // ratio > 1: ours is better (lower).
     let (ri, rf) = ratio(base, ours);
-    pr_info!("bench: gang.{} ours={} base={} unit=us ratio={}.{:02}\n", name, Us::new(ours).s(), Us::new(base).s(), ri, rf);
+    pr_info!(
+        "bench: gang.{} ours={} base={} unit=us ratio={}.{:02}\n",
+        name,
+        Us::new(ours).s(),
+        Us::new(base).s(),
+        ri,
+        rf
+    );
 }
 
 fn bench(steps: u32, decodes: u32) -> Result {
     let (mut ours, gpu_o, st) = train(Mode::Gang, steps, 0x5eed_1234)?;
     let (mut base, gpu_b, _) = train(Mode::Plain, steps, 0x5eed_1234)?;
-    line("train_skew_p50", pct(&mut ours.skew, 50), pct(&mut base.skew, 50));
-    line("train_skew_p99", pct(&mut ours.skew, 99), pct(&mut base.skew, 99));
-    line("train_barrier_wait_per_step", mean(&ours.wait), mean(&base.wait));
+    line(
+        "train_skew_p50",
+        pct(&mut ours.skew, 50),
+        pct(&mut base.skew, 50),
+    );
+    line(
+        "train_skew_p99",
+        pct(&mut ours.skew, 99),
+        pct(&mut base.skew, 99),
+    );
+    line(
+        "train_barrier_wait_per_step",
+        mean(&ours.wait),
+        mean(&base.wait),
+    );
     pr_info!(
         "bench-info: gang.train steps={} step_time ours={} us plain={} us; barrier wait p99 ours={} us plain={} us; gangs started ours={} plain={}; claim holds={} preempting releases={}\n",
         steps,
@@ -390,7 +415,11 @@ impl Demo {
         let (mut alone, _) = serve(Mode::Plain, 20, false, 2)?;
         let (mut with_gang, pre) = serve(Mode::Gang, 20, true, 2)?;
         let (mut with_plain, _) = serve(Mode::Plain, 20, true, 2)?;
-        pr_info!("demo: serving, 20 decodes of {} us among prefills of {} us\n", DECODE_US, PREFILL_US);
+        pr_info!(
+            "demo: serving, 20 decodes of {} us among prefills of {} us\n",
+            DECODE_US,
+            PREFILL_US
+        );
         pr_info!(
             "demo:   decode latency p99: alone {} us, gang policy {} us ({} preemptions), plain FIFO {} us\n",
             Us::new(pct(&mut alone, 99)).s(),

@@ -218,7 +218,8 @@ impl OnSignal for DepCb {
 
 impl OnSignal for FinCb {
     fn signalled(&self, result: Result) {
-        self.inner.note(self.slot, self.gen, |p| p.finished = Some(result.is_ok()));
+        self.inner
+            .note(self.slot, self.gen, |p| p.finished = Some(result.is_ok()));
     }
 }
 
@@ -238,7 +239,9 @@ impl Inner {
             if st.closed {
                 return false;
             }
-            let Some(r) = st.recs.get_mut(slot as usize) else { return false };
+            let Some(r) = st.recs.get_mut(slot as usize) else {
+                return false;
+            };
             if r.gen != gen {
                 return false;
             }
@@ -259,18 +262,29 @@ impl Inner {
     }
 
     /// Moves what the policy decided into actions; under the state lock.
-    fn collect(recs: &mut KVec<Rec>, events: &mut KVec<Event>, acts: &mut KVec<Act>, counters: &GangCounters) {
+    fn collect(
+        recs: &mut KVec<Rec>,
+        events: &mut KVec<Event>,
+        acts: &mut KVec<Act>,
+        counters: &GangCounters,
+    ) {
         let n = events.len();
         for i in 0..n {
             let Some(&ev) = events.get(i) else { break };
             let res = match ev {
                 Event::Release(id) => {
-                    let Some(r) = recs.get_mut(id as usize) else { continue };
-                    let (Some(job), Some(info)) = (r.job.take(), r.info.clone()) else { continue };
+                    let Some(r) = recs.get_mut(id as usize) else {
+                        continue;
+                    };
+                    let (Some(job), Some(info)) = (r.job.take(), r.info.clone()) else {
+                        continue;
+                    };
                     Act::Push(id, r.gen, job, info)
                 }
                 Event::Fail(id) => {
-                    let Some(r) = recs.get_mut(id as usize) else { continue };
+                    let Some(r) = recs.get_mut(id as usize) else {
+                        continue;
+                    };
                     counters.failed.fetch_add(1, Ordering::Relaxed);
                     let act = Act::Finish(
                         r.done.take(),
@@ -283,7 +297,9 @@ impl Inner {
                     act
                 }
                 Event::Cancel(id) => {
-                    let Some(r) = recs.get_mut(id as usize) else { continue };
+                    let Some(r) = recs.get_mut(id as usize) else {
+                        continue;
+                    };
                     r.cancelled = true;
                     counters.cancelled.fetch_add(1, Ordering::Relaxed);
                     let Some(info) = r.info.clone() else { continue };
@@ -344,7 +360,9 @@ impl Inner {
                 // Events are turned into actions right after the call that emitted them,
                 // in order: a later call may free and reuse a slot an event names.
                 for &slot in dirty.iter() {
-                    let Some(r) = recs.get_mut(slot as usize) else { continue };
+                    let Some(r) = recs.get_mut(slot as usize) else {
+                        continue;
+                    };
                     r.dirty = false;
                     let p = core::mem::take(&mut r.pending);
                     for _ in 0..p.ext_ok {
@@ -356,7 +374,9 @@ impl Inner {
                         Self::collect(recs, events, &mut acts, counters);
                     }
                     let Some(ok) = p.finished else { continue };
-                    let Some(r) = recs.get_mut(slot as usize) else { continue };
+                    let Some(r) = recs.get_mut(slot as usize) else {
+                        continue;
+                    };
                     let ok = ok && !r.cancelled;
                     if policy.finished(slot, ok, &mut emit(events)) {
                         if let Some(r) = recs.get_mut(slot as usize) {
@@ -395,11 +415,17 @@ impl Inner {
                 info.release_ns.store(now, Ordering::Relaxed);
                 self.counters.released.fetch_add(1, Ordering::Relaxed);
                 if info.gang.is_some() {
-                    self.counters.gang_members_released.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .gang_members_released
+                        .fetch_add(1, Ordering::Relaxed);
                     let ready = info.ready_ns.load(Ordering::Relaxed);
-                    self.counters.barrier_wait_ns.fetch_add((now - ready).max(0) as u64, Ordering::Relaxed);
+                    self.counters
+                        .barrier_wait_ns
+                        .fetch_add((now - ready).max(0) as u64, Ordering::Relaxed);
                 }
-                let entity = self.entities.get(info.ring as usize * Class::COUNT + class_index(info_class(&info)));
+                let entity = self
+                    .entities
+                    .get(info.ring as usize * Class::COUNT + class_index(info_class(&info)));
                 match entity.map(|e| job.push(e)) {
                     Some(Ok(finished)) => self.watch_finished(slot, gen, &finished),
                     // Not its entity (cannot happen: the job was made on it): fail it.
@@ -423,7 +449,11 @@ impl Inner {
     /// Registers the callback on a pushed job's finished fence.
     fn watch_finished(&self, slot: u32, gen: u32, finished: &Fence) {
         let Some(me) = self.arc() else { return };
-        let cb = FinCb { inner: me, slot, gen };
+        let cb = FinCb {
+            inner: me,
+            slot,
+            gen,
+        };
         match Waiter::new(finished, cb) {
             Ok(Ok(w)) => {
                 let spare = with_irqsave(&self.state, |st| match st.recs.get_mut(slot as usize) {
@@ -439,7 +469,9 @@ impl Inner {
             Err(_) => {
                 // No memory for the callback: poll the fence instead.
                 while !finished.wait_ms(10) {}
-                self.note(slot, gen, |p| p.finished = Some(finished.status() == Some(Ok(()))));
+                self.note(slot, gen, |p| {
+                    p.finished = Some(finished.status() == Some(Ok(())))
+                });
             }
         }
     }
@@ -478,7 +510,9 @@ impl GangSched {
         let policy = Policy::new(Slots(store), gpu.rings()).map_err(policy_err)?;
         let mut entities = KVec::with_capacity(gpu.rings() as usize * Class::COUNT, GFP_KERNEL)?;
         for ring in 0..gpu.rings() {
-            let Some(sched) = gpu.sched(ring) else { return Err(EINVAL) };
+            let Some(sched) = gpu.sched(ring) else {
+                return Err(EINVAL);
+            };
             for c in [Class::Bulk, Class::Normal, Class::Latency, Class::Kernel] {
                 // SAFETY: The entity lives in `Inner`, which also holds `gpu` (declared
                 // after the entities, so dropped after them): the scheduler outlives it.
@@ -542,7 +576,10 @@ impl GangSched {
             if s.ring >= gpu.rings() {
                 return Err(EINVAL);
             }
-            let members = specs.iter().filter(|o| o.gang.is_some() && o.gang == s.gang).count();
+            let members = specs
+                .iter()
+                .filter(|o| o.gang.is_some() && o.gang == s.gang)
+                .count();
             let timing = match s.gang {
                 Some(g) => {
                     let e = gangs.get_mut(g as usize).ok_or(EINVAL)?;
@@ -554,9 +591,24 @@ impl GangSched {
                 None => None,
             };
             let (prio, _) = class_prio(s.class);
-            let run_ns = if s.hang { HANG } else { u64::from(s.run_us) * 1000 };
-            let info = JobInfo::new(gpu, s.ring, prio, run_ns, s.class == Class::Bulk, s.class >= Class::Latency, timing)?;
-            let entity = inner.entities.get(s.ring as usize * Class::COUNT + class_index(s.class)).ok_or(EINVAL)?;
+            let run_ns = if s.hang {
+                HANG
+            } else {
+                u64::from(s.run_us) * 1000
+            };
+            let info = JobInfo::new(
+                gpu,
+                s.ring,
+                prio,
+                run_ns,
+                s.class == Class::Bulk,
+                s.class >= Class::Latency,
+                timing,
+            )?;
+            let entity = inner
+                .entities
+                .get(s.ring as usize * Class::COUNT + class_index(s.class))
+                .ok_or(EINVAL)?;
             let job = NewJob::new(entity, SchedJob::new(gpu, info.clone()), u64::from(ctx))?;
             let done = Signaller::new()?;
             pspecs.push(
@@ -579,9 +631,13 @@ impl GangSched {
             if st.dead {
                 return Err(ENODEV);
             }
-            st.policy.submit(ctx, &pspecs, &mut ids).map_err(policy_err)?;
+            st.policy
+                .submit(ctx, &pspecs, &mut ids)
+                .map_err(policy_err)?;
             for (i, &id) in ids.iter().take(specs.len()).enumerate() {
-                let Some((job, done, info)) = parts_iter.next() else { break };
+                let Some((job, done, info)) = parts_iter.next() else {
+                    break;
+                };
                 let fence = done.fence();
                 let in_gang = st.policy.gang_of(id).is_some();
                 if let Some(r) = st.recs.get_mut(id as usize) {
@@ -600,7 +656,10 @@ impl GangSched {
         // On error the unused jobs, fences and infos are dropped here, outside the lock.
         drop(parts_iter);
         r?;
-        inner.counters.submitted.fetch_add(specs.len() as u64, Ordering::Relaxed);
+        inner
+            .counters
+            .submitted
+            .fetch_add(specs.len() as u64, Ordering::Relaxed);
         // Dependencies on fences: a callback each, or counted at once if signalled. The
         // callbacks are collected outside the lock and moved into the record in one swap
         // (no allocation, no drop under the lock).
@@ -613,7 +672,14 @@ impl GangSched {
             } else {
                 for f in s.deps {
                     let Some(me) = inner.arc() else { break };
-                    match Waiter::new(f, DepCb { inner: me, slot, gen }) {
+                    match Waiter::new(
+                        f,
+                        DepCb {
+                            inner: me,
+                            slot,
+                            gen,
+                        },
+                    ) {
                         Ok(Ok(w)) => {
                             // Within the reserved capacity.
                             let _ = ws.push(w, GFP_KERNEL);
@@ -670,7 +736,9 @@ impl GangSched {
         }
         for _ in 0..5000 {
             inner.process();
-            let busy = with_irqsave(&inner.state, |st| (0..st.policy.rings()).any(|r| st.policy.in_flight(r) != 0));
+            let busy = with_irqsave(&inner.state, |st| {
+                (0..st.policy.rings()).any(|r| st.policy.in_flight(r) != 0)
+            });
             if !busy {
                 break;
             }
@@ -723,7 +791,9 @@ impl PlainCtx {
     pub(crate) fn new(gpu: Arc<ModelGpu>, prio: Priority, ctx: u32) -> Result<Self> {
         let mut entities = KVec::with_capacity(gpu.rings() as usize, GFP_KERNEL)?;
         for ring in 0..gpu.rings() {
-            let Some(sched) = gpu.sched(ring) else { return Err(EINVAL) };
+            let Some(sched) = gpu.sched(ring) else {
+                return Err(EINVAL);
+            };
             // SAFETY: `self.gpu` (declared after the entities) keeps the scheduler alive
             // until the entities are dropped.
             entities.push(unsafe { Entity::new(sched, prio)? }, GFP_KERNEL)?;
@@ -732,10 +802,28 @@ impl PlainCtx {
     }
 
     /// Pushes one job to `ring` that runs `run_us` after `deps`.
-    pub(crate) fn submit(&self, ring: u32, run_us: u32, deps: &[Fence], gang: Option<Arc<GangTiming>>) -> Result<Submitted> {
+    pub(crate) fn submit(
+        &self,
+        ring: u32,
+        run_us: u32,
+        deps: &[Fence],
+        gang: Option<Arc<GangTiming>>,
+    ) -> Result<Submitted> {
         let entity = self.entities.get(ring as usize).ok_or(EINVAL)?;
-        let info = JobInfo::new(&self.gpu, ring, 1, u64::from(run_us) * 1000, false, false, gang)?;
-        let mut job = NewJob::new(entity, SchedJob::new(&self.gpu, info.clone()), u64::from(self.ctx))?;
+        let info = JobInfo::new(
+            &self.gpu,
+            ring,
+            1,
+            u64::from(run_us) * 1000,
+            false,
+            false,
+            gang,
+        )?;
+        let mut job = NewJob::new(
+            entity,
+            SchedJob::new(&self.gpu, info.clone()),
+            u64::from(self.ctx),
+        )?;
         for d in deps {
             job.add_dependency(d)?;
         }

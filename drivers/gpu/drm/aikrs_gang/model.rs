@@ -177,7 +177,10 @@ impl EngineState {
             if let Some(s) = s {
                 let better = match best.and_then(|b| self.queue[b].as_ref()) {
                     None => true,
-                    Some(b) => (s.info.prio, core::cmp::Reverse(s.seq)) > (b.info.prio, core::cmp::Reverse(b.seq)),
+                    Some(b) => {
+                        (s.info.prio, core::cmp::Reverse(s.seq))
+                            > (b.info.prio, core::cmp::Reverse(b.seq))
+                    }
                 };
                 if better {
                     best = Some(i);
@@ -194,7 +197,9 @@ impl EngineState {
                 g.first_ns.fetch_min(now, Ordering::Relaxed);
                 g.last_ns.fetch_max(now, Ordering::Relaxed);
                 if g.started.fetch_add(1, Ordering::AcqRel) + 1 == g.members {
-                    let skew = (g.last_ns.load(Ordering::Relaxed) - g.first_ns.load(Ordering::Relaxed)).max(0) as u64;
+                    let skew = (g.last_ns.load(Ordering::Relaxed)
+                        - g.first_ns.load(Ordering::Relaxed))
+                    .max(0) as u64;
                     e.stats.gangs_started.fetch_add(1, Ordering::Relaxed);
                     e.stats.gang_skew_ns_sum.fetch_add(skew, Ordering::Relaxed);
                     e.stats.gang_skew_ns_max.fetch_max(skew, Ordering::Relaxed);
@@ -219,14 +224,22 @@ impl EngineState {
             return;
         }
         let prio = run.info.prio;
-        let waiting = self.queue.iter().flatten().any(|q| q.info.preempting && q.info.prio > prio);
+        let waiting = self
+            .queue
+            .iter()
+            .flatten()
+            .any(|q| q.info.preempting && q.info.prio > prio);
         if !waiting {
             return;
         }
         let k = e.preempt_ns as i64;
         let elapsed = (now - self.slice_start).max(0);
         let at = self.slice_start + (elapsed / k + 1) * k;
-        let end = if run.left == HANG { i64::MAX } else { self.slice_start.saturating_add(run.left as i64) };
+        let end = if run.left == HANG {
+            i64::MAX
+        } else {
+            self.slice_start.saturating_add(run.left as i64)
+        };
         if at < end {
             self.preempt_at = at;
             t.start_at(at);
@@ -261,10 +274,14 @@ impl Engine {
     fn submit(&self, info: Arc<JobInfo>, t: &TimerRef) -> Result<Fence> {
         let fence = info.hw.fence();
         let now = ktime_ns();
-        let left = if info.run_ns == HANG { HANG } else { info.run_ns.max(1) };
+        let left = if info.run_ns == HANG {
+            HANG
+        } else {
+            info.run_ns.max(1)
+        };
         let mut slot = Some(Slot { info, left, seq: 0 });
         let rejected: ToSignal = with_irqsave(&self.state, |st| {
-            let Some(mut s) = slot.take() else { return None };
+            let mut s = slot.take()?;
             if st.dead || s.info.cancelled.load(Ordering::Acquire) {
                 return Some((s.info, Err(ecanceled())));
             }
@@ -299,7 +316,10 @@ impl Engine {
                 st.start_next(now, self, t);
                 return r;
             }
-            st.queue.iter_mut().find(|q| q.as_ref().is_some_and(|q| q.info.id == id)).and_then(|q| q.take())
+            st.queue
+                .iter_mut()
+                .find(|q| q.as_ref().is_some_and(|q| q.info.id == id))
+                .and_then(|q| q.take())
         });
         match taken {
             Some(s) => {
@@ -314,10 +334,7 @@ impl Engine {
 
     /// Stops everything for good; every job's hardware fence fails with `-ECANCELED`.
     fn kill(&self, t: &TimerRef) {
-        let mut all = match KVec::with_capacity(ENGINE_SLOTS + 1, GFP_KERNEL) {
-            Ok(v) => v,
-            Err(_) => KVec::new(),
-        };
+        let mut all = KVec::with_capacity(ENGINE_SLOTS + 1, GFP_KERNEL).unwrap_or_default();
         with_irqsave(&self.state, |st| {
             st.dead = true;
             let _ = t.try_cancel();
@@ -343,7 +360,9 @@ impl Expired for Engine {
     fn expired(&self, t: &TimerRef) {
         let now = ktime_ns();
         let done: ToSignal = with_irqsave(&self.state, |st| {
-            let Some(run) = &mut st.running else { return None };
+            let Some(run) = &mut st.running else {
+                return None;
+            };
             let elapsed = (now - st.slice_start).max(0) as u64;
             if run.left != HANG && elapsed >= run.left {
                 let r = st.running.take()?;
@@ -368,8 +387,16 @@ impl Expired for Engine {
             }
             // Early (a re-armed timer): wait for the nearer of the end and the
             // preemption point.
-            let end = if run.left == HANG { i64::MAX } else { st.slice_start.saturating_add(run.left as i64) };
-            let at = if st.preempt_at != 0 { st.preempt_at.min(end) } else { end };
+            let end = if run.left == HANG {
+                i64::MAX
+            } else {
+                st.slice_start.saturating_add(run.left as i64)
+            };
+            let at = if st.preempt_at != 0 {
+                st.preempt_at.min(end)
+            } else {
+                end
+            };
             if at != i64::MAX {
                 t.start_at(at);
             }
@@ -413,14 +440,18 @@ impl Backend for RingBackend {
     type JobData = SchedJob;
 
     fn run_job(&self, job: &Job<Self>) -> Result<Fence> {
-        self.engine.data().submit(job.data().info.clone(), self.engine.timer())
+        self.engine
+            .data()
+            .submit(job.data().info.clone(), self.engine.timer())
     }
 
     fn timedout_job(&self, job: &Job<Self>) {
         self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
         let info = &job.data().info;
         info.cancelled.store(true, Ordering::Release);
-        self.engine.data().cancel(info.id, etimedout(), self.engine.timer());
+        self.engine
+            .data()
+            .cancel(info.id, etimedout(), self.engine.timer());
     }
 }
 
@@ -444,23 +475,41 @@ pub(crate) struct ModelGpu {
 
 /// Names of the rings' schedulers (drm_sched keeps the pointer).
 static RING_NAMES: [&core::ffi::CStr; MAX_RINGS as usize] = [
-    c"aikrs-ring0", c"aikrs-ring1", c"aikrs-ring2", c"aikrs-ring3", c"aikrs-ring4", c"aikrs-ring5",
-    c"aikrs-ring6", c"aikrs-ring7", c"aikrs-ring8", c"aikrs-ring9", c"aikrs-ring10", c"aikrs-ring11",
-    c"aikrs-ring12", c"aikrs-ring13", c"aikrs-ring14", c"aikrs-ring15",
+    c"aikrs-ring0",
+    c"aikrs-ring1",
+    c"aikrs-ring2",
+    c"aikrs-ring3",
+    c"aikrs-ring4",
+    c"aikrs-ring5",
+    c"aikrs-ring6",
+    c"aikrs-ring7",
+    c"aikrs-ring8",
+    c"aikrs-ring9",
+    c"aikrs-ring10",
+    c"aikrs-ring11",
+    c"aikrs-ring12",
+    c"aikrs-ring13",
+    c"aikrs-ring14",
+    c"aikrs-ring15",
 ];
 
 impl ModelGpu {
     /// A model GPU with `rings` rings (1..=16), each letting `credits` jobs (1..16) into
     /// its engine, preemption points every `preempt_us` (0: never preempt), and a job
     /// timeout of `timeout_ms` (0: none).
-    pub(crate) fn new(rings: u32, credits: u32, preempt_us: u32, timeout_ms: u32) -> Result<Arc<Self>> {
+    pub(crate) fn new(
+        rings: u32,
+        credits: u32,
+        preempt_us: u32,
+        timeout_ms: u32,
+    ) -> Result<Arc<Self>> {
         if rings == 0 || rings > MAX_RINGS || credits == 0 || credits as usize >= ENGINE_SLOTS {
             return Err(EINVAL);
         }
         let stats = Arc::new(GpuStats::default(), GFP_KERNEL)?;
         let wq = Workqueue::new(c"aikrs_gpu")?;
         let mut v = KVec::with_capacity(rings as usize, GFP_KERNEL)?;
-        for i in 0..rings as usize {
+        for name in RING_NAMES.iter().take(rings as usize) {
             let engine = Timer::new(Engine::new(u64::from(preempt_us) * 1000, stats.clone())?)?;
             let backend = RingBackend {
                 engine,
@@ -468,7 +517,7 @@ impl ModelGpu {
             };
             // SAFETY: `wq` moves into the `ModelGpu` with the schedulers, declared after
             // them, so it outlives them.
-            let sched = unsafe { Scheduler::new(backend, Some(&wq), credits, timeout_ms, RING_NAMES[i])? };
+            let sched = unsafe { Scheduler::new(backend, Some(&wq), credits, timeout_ms, name)? };
             v.push(sched, GFP_KERNEL)?;
         }
         Ok(Arc::new(
@@ -517,7 +566,10 @@ impl Drop for ModelGpu {
         }
         let left = self.stats.live_jobs.load(Ordering::Acquire);
         if left != 0 {
-            pr_err!("model GPU teardown: {} jobs still owned by drm_sched\n", left);
+            pr_err!(
+                "model GPU teardown: {} jobs still owned by drm_sched\n",
+                left
+            );
         }
     }
 }

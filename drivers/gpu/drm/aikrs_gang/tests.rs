@@ -12,12 +12,7 @@ use crate::gang::{GangSched, JobSpec, Submitted};
 use crate::model::ModelGpu;
 use crate::policy::Class;
 use core::sync::atomic::Ordering;
-use kernel::aikrs::{
-    cpu::ktime_ns,
-    fence::Signaller,
-    kunit::Test,
-    timer::msleep,
-};
+use kernel::aikrs::{cpu::ktime_ns, fence::Signaller, kunit::Test, timer::msleep};
 use kernel::prelude::*;
 use kernel::sync::Arc;
 use kernel::{aikrs_expect, aikrs_expect_eq, aikrs_kunit_suite};
@@ -75,20 +70,44 @@ fn ordering(t: &Test) -> Result {
     let a = gs.submit(
         1,
         &[
-            JobSpec { deps: &gf, ..gang(0, 0, 1000) },
-            JobSpec { deps: &gf, ..gang(1, 0, 1000) },
+            JobSpec {
+                deps: &gf,
+                ..gang(0, 0, 1000)
+            },
+            JobSpec {
+                deps: &gf,
+                ..gang(1, 0, 1000)
+            },
         ],
     )?;
     let b = gs.submit(1, &[gang(2, 0, 1000), gang(3, 0, 1000)])?;
     let c = gs.submit(2, &[gang(4, 0, 1000), gang(5, 0, 1000)])?;
     aikrs_expect!(t, wait_all(&c), "another context's gang did not run");
     msleep(20);
-    aikrs_expect_eq!(t, b.iter().map(start).max(), Some(0), "a younger gang of the context overtook");
+    aikrs_expect_eq!(
+        t,
+        b.iter().map(start).max(),
+        Some(0),
+        "a younger gang of the context overtook"
+    );
     gate.signal(Ok(()));
     aikrs_expect!(t, wait_all(&a) && wait_all(&b));
-    let a_rel = a.iter().map(|s| s.info.release_ns.load(Ordering::Relaxed)).max().unwrap_or(0);
-    let b_rel = b.iter().map(|s| s.info.release_ns.load(Ordering::Relaxed)).min().unwrap_or(0);
-    aikrs_expect!(t, b_rel >= a_rel, "gang order: B released {} ns before A", a_rel - b_rel);
+    let a_rel = a
+        .iter()
+        .map(|s| s.info.release_ns.load(Ordering::Relaxed))
+        .max()
+        .unwrap_or(0);
+    let b_rel = b
+        .iter()
+        .map(|s| s.info.release_ns.load(Ordering::Relaxed))
+        .min()
+        .unwrap_or(0);
+    aikrs_expect!(
+        t,
+        b_rel >= a_rel,
+        "gang order: B released {} ns before A",
+        a_rel - b_rel
+    );
     aikrs_expect!(t, a.iter().all(ok) && b.iter().all(ok) && c.iter().all(ok));
 
     let mut solo = KVec::new();
@@ -117,11 +136,29 @@ fn all_or_nothing(t: &Test) -> Result {
     let bend = blocker.iter().map(end).max().unwrap_or(i64::MAX);
     let first = g.iter().map(start).min().unwrap_or(0);
     let last = g.iter().map(start).max().unwrap_or(0);
-    aikrs_expect!(t, first >= bend, "a member started {} ns before its ring was free", bend - first);
-    aikrs_expect!(t, last - first < 10 * MS, "members started {} ns apart", last - first);
+    aikrs_expect!(
+        t,
+        first >= bend,
+        "a member started {} ns before its ring was free",
+        bend - first
+    );
+    aikrs_expect!(
+        t,
+        last - first < 10 * MS,
+        "members started {} ns apart",
+        last - first
+    );
     let istart = intruder.iter().map(start).min().unwrap_or(0);
-    aikrs_expect!(t, istart >= first, "a solo job slipped onto a claimed ring before the gang");
-    aikrs_expect!(t, gs.policy_stats().claim_holds > 0, "the solo job was never held");
+    aikrs_expect!(
+        t,
+        istart >= first,
+        "a solo job slipped onto a claimed ring before the gang"
+    );
+    aikrs_expect!(
+        t,
+        gs.policy_stats().claim_holds > 0,
+        "the solo job was never held"
+    );
     aikrs_expect!(t, g.iter().all(ok));
     Ok(())
 }
@@ -137,7 +174,11 @@ fn dag_dependencies(t: &Test) -> Result {
         &[
             spec(0, Class::Normal, 1000),
             spec(1, Class::Normal, 2000),
-            JobSpec { after: 0b11, deps: &ef, ..spec(2, Class::Normal, 500) },
+            JobSpec {
+                after: 0b11,
+                deps: &ef,
+                ..spec(2, Class::Normal, 500)
+            },
         ],
     )?;
     msleep(15);
@@ -145,7 +186,10 @@ fn dag_dependencies(t: &Test) -> Result {
     let sig = ktime_ns();
     e.signal(Ok(()));
     aikrs_expect!(t, wait_all(&v));
-    aikrs_expect!(t, start(&v[2]) >= sig && start(&v[2]) >= end(&v[0]) && start(&v[2]) >= end(&v[1]));
+    aikrs_expect!(
+        t,
+        start(&v[2]) >= sig && start(&v[2]) >= end(&v[0]) && start(&v[2]) >= end(&v[1])
+    );
     aikrs_expect!(t, v.iter().all(ok));
 
     let f = Signaller::new()?;
@@ -153,13 +197,23 @@ fn dag_dependencies(t: &Test) -> Result {
     let w = gs.submit(
         1,
         &[
-            JobSpec { deps: &ff, ..spec(0, Class::Normal, 500) },
-            JobSpec { after: 0b1, ..spec(1, Class::Normal, 500) },
+            JobSpec {
+                deps: &ff,
+                ..spec(0, Class::Normal, 500)
+            },
+            JobSpec {
+                after: 0b1,
+                ..spec(1, Class::Normal, 500)
+            },
         ],
     )?;
     f.signal(Err(EIO));
     aikrs_expect!(t, wait_all(&w));
-    aikrs_expect!(t, w.iter().all(|s| matches!(s.done.status(), Some(Err(_))) && start(s) == 0));
+    aikrs_expect!(
+        t,
+        w.iter()
+            .all(|s| matches!(s.done.status(), Some(Err(_))) && start(s) == 0)
+    );
     Ok(())
 }
 
@@ -172,8 +226,17 @@ fn priority_preemption(t: &Test) -> Result {
     let lc = gs.submit(2, &[spec(0, Class::Latency, 500)])?;
     aikrs_expect!(t, wait_all(&lc));
     let lat = end(&lc[0]) - lc[0].info.submit_ns.load(Ordering::Relaxed);
-    aikrs_expect!(t, !bulk[0].done.is_signaled(), "bulk finished first: nothing was preempted");
-    aikrs_expect!(t, lat < 15 * MS, "decode latency {} ns behind a 40 ms bulk job", lat);
+    aikrs_expect!(
+        t,
+        !bulk[0].done.is_signaled(),
+        "bulk finished first: nothing was preempted"
+    );
+    aikrs_expect!(
+        t,
+        lat < 15 * MS,
+        "decode latency {} ns behind a 40 ms bulk job",
+        lat
+    );
     aikrs_expect!(t, wait_all(&bulk));
     aikrs_expect!(t, bulk[0].info.preemptions.load(Ordering::Relaxed) >= 1);
     aikrs_expect!(t, gpu.stats.preemptions.load(Ordering::Relaxed) >= 1);
@@ -185,7 +248,11 @@ fn priority_preemption(t: &Test) -> Result {
     msleep(3);
     let lc2 = gs.submit(2, &[spec(0, Class::Latency, 500)])?;
     aikrs_expect!(t, wait_all(&normal) && wait_all(&lc2));
-    aikrs_expect!(t, start(&lc2[0]) >= end(&normal[0]), "normal work was preempted");
+    aikrs_expect!(
+        t,
+        start(&lc2[0]) >= end(&normal[0]),
+        "normal work was preempted"
+    );
     Ok(())
 }
 
@@ -196,20 +263,33 @@ fn timeout_recovery(t: &Test) -> Result {
     let v = gs.submit(
         1,
         &[
-            JobSpec { hang: true, ..gang(0, 0, 0) },
+            JobSpec {
+                hang: true,
+                ..gang(0, 0, 0)
+            },
             gang(1, 0, 2_000_000),
             gang(2, 0, 2_000_000),
-            JobSpec { after: 0b111, ..spec(0, Class::Normal, 100) },
+            JobSpec {
+                after: 0b111,
+                ..spec(0, Class::Normal, 100)
+            },
         ],
     )?;
     let t0 = ktime_ns();
-    aikrs_expect!(t, wait_all(&v), "a fence of the failed gang never signalled");
+    aikrs_expect!(
+        t,
+        wait_all(&v),
+        "a fence of the failed gang never signalled"
+    );
     aikrs_expect!(t, ktime_ns() - t0 < 1500 * MS, "recovery took too long");
     aikrs_expect!(t, v.iter().all(|s| matches!(s.done.status(), Some(Err(_)))));
     aikrs_expect_eq!(t, start(&v[3]), 0, "a dependent of the failed gang ran");
     aikrs_expect!(t, gpu.stats.timeouts.load(Ordering::Relaxed) >= 1);
     let t1 = ktime_ns();
-    let after = gs.submit(1, &[spec(0, Class::Normal, 200), spec(1, Class::Normal, 200)])?;
+    let after = gs.submit(
+        1,
+        &[spec(0, Class::Normal, 200), spec(1, Class::Normal, 200)],
+    )?;
     let fine = wait_all(&after) && after.iter().all(ok);
     for s in after.iter() {
         let st = match s.done.status() {
@@ -248,28 +328,55 @@ fn teardown_in_flight(t: &Test) -> Result {
     for s in gs.submit(1, &[gang(0, 0, 50_000), gang(1, 0, 50_000)])? {
         all.push(s, GFP_KERNEL)?;
     }
-    for s in gs.submit(2, &[JobSpec { hang: true, ..spec(2, Class::Normal, 0) }])? {
+    for s in gs.submit(
+        2,
+        &[JobSpec {
+            hang: true,
+            ..spec(2, Class::Normal, 0)
+        }],
+    )? {
         all.push(s, GFP_KERNEL)?;
     }
-    for s in gs.submit(3, &[spec(3, Class::Bulk, 100_000), spec(3, Class::Bulk, 100_000)])? {
+    for s in gs.submit(
+        3,
+        &[spec(3, Class::Bulk, 100_000), spec(3, Class::Bulk, 100_000)],
+    )? {
         all.push(s, GFP_KERNEL)?;
     }
-    for s in gs.submit(4, &[JobSpec { deps: &nf, ..spec(0, Class::Normal, 10) }])? {
+    for s in gs.submit(
+        4,
+        &[JobSpec {
+            deps: &nf,
+            ..spec(0, Class::Normal, 10)
+        }],
+    )? {
         all.push(s, GFP_KERNEL)?;
     }
     msleep(5);
     let t0 = ktime_ns();
     drop(gs);
     aikrs_expect!(t, ktime_ns() - t0 < 3000 * MS, "teardown took too long");
-    aikrs_expect!(t, all.iter().all(|s| s.done.is_signaled()), "a fence was left unsignalled");
-    aikrs_expect!(t, all.iter().any(|s| matches!(s.done.status(), Some(Err(_)))));
+    aikrs_expect!(
+        t,
+        all.iter().all(|s| s.done.is_signaled()),
+        "a fence was left unsignalled"
+    );
+    aikrs_expect!(
+        t,
+        all.iter().any(|s| matches!(s.done.status(), Some(Err(_))))
+    );
     for _ in 0..1000 {
         if gpu.stats.live_jobs.load(Ordering::Acquire) == 0 {
             break;
         }
         msleep(1);
     }
-    aikrs_expect_eq!(t, gpu.stats.live_jobs.load(Ordering::Acquire), 0, "drm_sched still owns jobs");
+    aikrs_expect_eq!(
+        t,
+        gpu.stats.live_jobs.load(Ordering::Acquire),
+        0,
+        "drm_sched still owns jobs"
+    );
     drop(never);
     drop(gpu);
     Ok(())
@@ -279,26 +386,99 @@ fn teardown_in_flight(t: &Test) -> Result {
 fn bad_input(t: &Test) -> Result {
     let (_gpu, gs) = setup(2, 0)?;
     aikrs_expect_eq!(t, gs.submit(1, &[]).err(), Some(EINVAL), "empty");
-    aikrs_expect_eq!(t, gs.submit(1, &[gang(0, 0, 10), gang(0, 0, 10)]).err(), Some(EINVAL), "two members on one ring");
-    aikrs_expect_eq!(t, gs.submit(1, &[gang(0, 0, 10), gang(1, 0, 10), gang(1, 0, 10)]).err(), Some(EINVAL), "wider than the rings");
-    aikrs_expect_eq!(t, gs.submit(1, &[spec(2, Class::Normal, 10)]).err(), Some(EINVAL), "no such ring");
     aikrs_expect_eq!(
         t,
-        gs.submit(1, &[JobSpec { after: 0b10, ..spec(0, Class::Normal, 10) }, JobSpec { after: 0b01, ..spec(1, Class::Normal, 10) }]).err(),
+        gs.submit(1, &[gang(0, 0, 10), gang(0, 0, 10)]).err(),
+        Some(EINVAL),
+        "two members on one ring"
+    );
+    aikrs_expect_eq!(
+        t,
+        gs.submit(1, &[gang(0, 0, 10), gang(1, 0, 10), gang(1, 0, 10)])
+            .err(),
+        Some(EINVAL),
+        "wider than the rings"
+    );
+    aikrs_expect_eq!(
+        t,
+        gs.submit(1, &[spec(2, Class::Normal, 10)]).err(),
+        Some(EINVAL),
+        "no such ring"
+    );
+    aikrs_expect_eq!(
+        t,
+        gs.submit(
+            1,
+            &[
+                JobSpec {
+                    after: 0b10,
+                    ..spec(0, Class::Normal, 10)
+                },
+                JobSpec {
+                    after: 0b01,
+                    ..spec(1, Class::Normal, 10)
+                }
+            ]
+        )
+        .err(),
         Some(EINVAL),
         "a dependency cycle"
     );
-    aikrs_expect_eq!(t, gs.submit(1, &[JobSpec { after: 0b1, ..spec(0, Class::Normal, 10) }]).err(), Some(EINVAL), "self dependency");
     aikrs_expect_eq!(
         t,
-        gs.submit(1, &[gang(0, 0, 10), JobSpec { after: 0b1, ..gang(1, 0, 10) }]).err(),
+        gs.submit(
+            1,
+            &[JobSpec {
+                after: 0b1,
+                ..spec(0, Class::Normal, 10)
+            }]
+        )
+        .err(),
+        Some(EINVAL),
+        "self dependency"
+    );
+    aikrs_expect_eq!(
+        t,
+        gs.submit(
+            1,
+            &[
+                gang(0, 0, 10),
+                JobSpec {
+                    after: 0b1,
+                    ..gang(1, 0, 10)
+                }
+            ]
+        )
+        .err(),
         Some(EINVAL),
         "a member waiting for its own gang"
     );
-    aikrs_expect_eq!(t, gs.submit(1, &[JobSpec { after: 1 << 5, ..spec(0, Class::Normal, 10) }]).err(), Some(EINVAL), "dependency on a job not in the batch");
     aikrs_expect_eq!(
         t,
-        gs.submit(1, &[gang(0, 0, 10), JobSpec { class: Class::Bulk, ..gang(1, 0, 10) }]).err(),
+        gs.submit(
+            1,
+            &[JobSpec {
+                after: 1 << 5,
+                ..spec(0, Class::Normal, 10)
+            }]
+        )
+        .err(),
+        Some(EINVAL),
+        "dependency on a job not in the batch"
+    );
+    aikrs_expect_eq!(
+        t,
+        gs.submit(
+            1,
+            &[
+                gang(0, 0, 10),
+                JobSpec {
+                    class: Class::Bulk,
+                    ..gang(1, 0, 10)
+                }
+            ]
+        )
+        .err(),
         Some(EINVAL),
         "mixed classes in a gang"
     );
