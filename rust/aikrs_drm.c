@@ -3,8 +3,10 @@
  * ai-kernel-rs: the C side of `kernel::aikrs::{fence, sched, timer}`.
  *
  * Built in (CONFIG_AIKRS_DRM_SCHED is a bool), because the `kernel` crate that
- * calls it is built in. Nothing is exported: the Rust abstractions are the
- * interface. Everything here is either an inline function or macro of C that
+ * calls it is built in. The functions are exported (GPL) only because the
+ * abstractions are generic: a module such as aikrs_gang instantiates them and
+ * so calls these functions itself; the Rust abstractions remain the interface.
+ * Everything here is either an inline function or macro of C that
  * Rust cannot call, or a place where Linux 6.12 and 7.x differ:
  *  - dma_fence_signal() returns int on 6.12 and void on 7.x;
  *  - hrtimer_init() became hrtimer_setup() in 6.13;
@@ -13,6 +15,7 @@
  */
 
 #include <linux/dma-fence.h>
+#include <linux/export.h>
 #include <linux/jiffies.h>
 #include <linux/slab.h>
 #include <linux/version.h>
@@ -52,6 +55,7 @@ struct dma_fence *aikrs_fence_create(void)
 		       dma_fence_context_alloc(1), 1);
 	return &f->base;
 }
+EXPORT_SYMBOL_GPL(aikrs_fence_create);
 
 void aikrs_fence_signal(struct dma_fence *fence, int error)
 {
@@ -66,26 +70,31 @@ void aikrs_fence_signal(struct dma_fence *fence, int error)
 	}
 	spin_unlock_irqrestore(&f->lock, flags);
 }
+EXPORT_SYMBOL_GPL(aikrs_fence_signal);
 
 struct dma_fence *aikrs_fence_get(struct dma_fence *fence)
 {
 	return dma_fence_get(fence);
 }
+EXPORT_SYMBOL_GPL(aikrs_fence_get);
 
 void aikrs_fence_put(struct dma_fence *fence)
 {
 	dma_fence_put(fence);
 }
+EXPORT_SYMBOL_GPL(aikrs_fence_put);
 
 bool aikrs_fence_is_signaled(struct dma_fence *fence)
 {
 	return dma_fence_is_signaled(fence);
 }
+EXPORT_SYMBOL_GPL(aikrs_fence_is_signaled);
 
 int aikrs_fence_status(struct dma_fence *fence)
 {
 	return dma_fence_get_status(fence);
 }
+EXPORT_SYMBOL_GPL(aikrs_fence_status);
 
 void aikrs_fence_sync_callbacks(struct dma_fence *fence)
 {
@@ -104,6 +113,7 @@ void aikrs_fence_sync_callbacks(struct dma_fence *fence)
 	spin_unlock_irqrestore(fence->lock, flags);
 #endif
 }
+EXPORT_SYMBOL_GPL(aikrs_fence_sync_callbacks);
 
 int aikrs_sched_init(struct drm_gpu_scheduler *sched,
 		     const struct drm_sched_backend_ops *ops,
@@ -123,22 +133,26 @@ int aikrs_sched_init(struct drm_gpu_scheduler *sched,
 
 	return drm_sched_init(sched, &args);
 }
+EXPORT_SYMBOL_GPL(aikrs_sched_init);
 
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(7, 0, 0)
 const enum drm_gpu_sched_stat aikrs_sched_stat_reset = DRM_GPU_SCHED_STAT_RESET;
 #else
 const enum drm_gpu_sched_stat aikrs_sched_stat_reset = DRM_GPU_SCHED_STAT_NOMINAL;
 #endif
+EXPORT_SYMBOL_GPL(aikrs_sched_stat_reset);
 
 struct drm_sched_entity *aikrs_sched_job_entity(struct drm_sched_job *job)
 {
 	return job->entity;
 }
+EXPORT_SYMBOL_GPL(aikrs_sched_job_entity);
 
 struct dma_fence *aikrs_sched_job_finished(struct drm_sched_job *job)
 {
 	return dma_fence_get(&job->s_fence->finished);
 }
+EXPORT_SYMBOL_GPL(aikrs_sched_job_finished);
 
 void aikrs_hrtimer_setup(struct hrtimer *timer,
 			 enum hrtimer_restart (*fn)(struct hrtimer *))
@@ -150,23 +164,34 @@ void aikrs_hrtimer_setup(struct hrtimer *timer,
 	timer->function = fn;
 #endif
 }
+EXPORT_SYMBOL_GPL(aikrs_hrtimer_setup);
 
 void aikrs_hrtimer_start_abs(struct hrtimer *timer, s64 expires_ns)
 {
 	hrtimer_start(timer, ns_to_ktime(expires_ns), HRTIMER_MODE_ABS);
 }
+EXPORT_SYMBOL_GPL(aikrs_hrtimer_start_abs);
 
 struct workqueue_struct *aikrs_wq_create(const char *name)
 {
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(7, 0, 0)
+	/* 7.x warns unless a workqueue says whether it is per-CPU or unbound. */
+	return alloc_workqueue("%s", WQ_HIGHPRI | WQ_MEM_RECLAIM | WQ_PERCPU, 0,
+			       name);
+#else
 	return alloc_workqueue("%s", WQ_HIGHPRI | WQ_MEM_RECLAIM, 0, name);
+#endif
 }
+EXPORT_SYMBOL_GPL(aikrs_wq_create);
 
 void aikrs_work_init(struct work_struct *work, void (*fn)(struct work_struct *))
 {
 	INIT_WORK(work, fn);
 }
+EXPORT_SYMBOL_GPL(aikrs_work_init);
 
 bool aikrs_work_queue(struct work_struct *work)
 {
 	return queue_work(system_highpri_wq, work);
 }
+EXPORT_SYMBOL_GPL(aikrs_work_queue);

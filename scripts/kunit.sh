@@ -62,5 +62,22 @@ elif [ $rc != 0 ] && [ $fail = 0 ]; then
 	fail=1
 fi
 grep -aE '\[(FAILED|CRASHED)\]' "$log" | sed 's/^/    /' >&2 || true
+# A WARN, BUG or oops whose report names our code fails the run even if every case
+# passed (the kernel's own suites may warn on purpose, so only reports that mention
+# aikrs count). kunit.py leaves the raw kernel log in $obj/test.log.
+# Prints the reports that mention aikrs; the last line is their count.
+our_reports() {
+	awk '/WARNING:|BUG:|Oops:|general protection fault/ { blk = 1; txt = "" }
+	blk { txt = txt $0 "\n" }
+	blk && /---\[ end trace|^$/ { if (txt ~ /aikrs/) { n++; printf "%s", txt } blk = 0 }
+	END { if (blk && txt ~ /aikrs/) { n++; printf "%s", txt } print n + 0 }' "$1"
+}
+reports=$(our_reports "$obj/test.log" 2>/dev/null || echo 0)
+ours_warn=$(echo "$reports" | tail -n1)
+if [ "${ours_warn:-0}" != 0 ]; then
+	echo "$reports" | head -n 40 >&2
+	note "the kernel reported $ours_warn WARN/BUG/oops in our code (see $obj/test.log)"
+	fail=$((fail + ours_warn))
+fi
 echo "kunit $ver: $pass passed, $fail failed, $skip skipped"
 [ $fail = 0 ]
