@@ -4,7 +4,8 @@
 # Run the KUnit suites of the built test kernel of VER under QEMU (TCG) with
 # kunit.py, and print "kunit VER: N passed, N failed, N skipped".
 #
-# Usage: scripts/kunit.sh VER [--filter GLOB] [--append ARGS] [--timeout S] [--expect-fail NAME]
+# Usage: scripts/kunit.sh VER [--filter GLOB] [--attr FILTER] [--append ARGS] [--timeout S] [--expect-fail NAME]
+#   --attr FILTER   a KUnit attribute filter (kunit.py --filter), e.g. module!=drm_sched_tests
 #   --expect-fail NAME   negative control: succeed only if kunit.py fails and
 #                        reports the failing case NAME.
 # Exit status is non-zero on any failed or crashed case, a parse error, or a hang.
@@ -13,10 +14,11 @@
 
 ver=${1:?usage: scripts/kunit.sh VER [--filter GLOB] [--append ARGS]}
 shift
-filter="" append=() timeout=1200 expect=""
+filter="" attr=() append=() timeout=1200 expect=""
 while [ $# -gt 0 ]; do
 	case $1 in
 	--filter) filter=$2; shift ;;
+	--attr) attr+=(--filter "$2"); shift ;;
 	--append) append+=(--kernel_args "$2"); shift ;;
 	--timeout) timeout=$2; shift ;;
 	--expect-fail) expect=$2; shift ;;
@@ -33,7 +35,7 @@ step "KUnit on Linux $ver${filter:+ ($filter)} (log: $log)"
 set +e
 (cd "$work/src" && PATH="$AIK_ROOT/tools/testing/kunit/bin:$PATH" timeout -k 10 $((timeout + 60)) python3 tools/testing/kunit/kunit.py exec \
 	--build_dir="$obj" --qemu_config="$AIK_ROOT/tools/testing/kunit/qemu_configs/x86_64_tcg.py" \
-	--timeout="$timeout" "${append[@]}" ${filter:+"$filter"}) >"$log" 2>&1
+	--timeout="$timeout" "${attr[@]}" "${append[@]}" ${filter:+"$filter"}) >"$log" 2>&1
 rc=$?
 set -e
 
