@@ -45,18 +45,9 @@ fn class_prio(c: Class) -> (u8, Priority) {
     }
 }
 
-fn class_index(c: Class) -> usize {
-    c as usize
-}
-
-/// The class of a job, from its engine priority (see [`class_prio`]).
-fn info_class(info: &JobInfo) -> Class {
-    match info.prio {
-        3 => Class::Kernel,
-        2 => Class::Latency,
-        1 => Class::Normal,
-        _ => Class::Bulk,
-    }
+/// The index in `Inner::entities` of the entity for `class` on `ring`.
+fn entity_index(ring: u32, class: Class) -> usize {
+    ring as usize * Class::COUNT + class as usize
 }
 
 /// One job of a submission.
@@ -105,7 +96,8 @@ struct Rec {
     dirty: bool,
     /// Its gang failed after it was released: its fence fails whatever the engine says.
     cancelled: bool,
-    in_gang: bool,
+    /// Index of the job's entity in `Inner::entities`.
+    entity: usize,
 }
 
 /// The policy's storage.
@@ -151,7 +143,7 @@ pub(crate) struct GangCounters {
 
 /// An action decided under the state lock, performed after it.
 enum Act {
-    Push(u32, u32, NewJob<RingBackend>, Arc<JobInfo>),
+    Push(u32, u32, usize, NewJob<RingBackend>, Arc<JobInfo>),
     /// Signal a job's fence, drop its callbacks and its unpushed drm_sched job.
     Finish(
         Option<Signaller>,
@@ -279,7 +271,7 @@ impl Inner {
                     let (Some(job), Some(info)) = (r.job.take(), r.info.clone()) else {
                         continue;
                     };
-                    Act::Push(id, r.gen, job, info)
+                    Act::Push(id, r.gen, r.entity, job, info)
                 }
                 Event::Fail(id) => {
                     let Some(r) = recs.get_mut(id as usize) else {
@@ -319,7 +311,6 @@ impl Inner {
         r.info = None;
         r.pending = Pending::default();
         r.cancelled = false;
-        r.in_gang = false;
     }
 
     /// Feeds recorded fence events to the policy, releases what may go, and performs the
@@ -410,7 +401,7 @@ impl Inner {
 
     fn act(&self, act: Act) {
         match act {
-            Act::Push(slot, gen, job, info) => {
+            Act::Push(slot, gen, entity, job, info) => {
                 let now = ktime_ns();
                 info.release_ns.store(now, Ordering::Relaxed);
                 self.counters.released.fetch_add(1, Ordering::Relaxed);
@@ -423,10 +414,7 @@ impl Inner {
                         .barrier_wait_ns
                         .fetch_add((now - ready).max(0) as u64, Ordering::Relaxed);
                 }
-                let entity = self
-                    .entities
-                    .get(info.ring as usize * Class::COUNT + class_index(info_class(&info)));
-                match entity.map(|e| job.push(e)) {
+                match self.entities.get(entity).map(|e| job.push(e)) {
                     Some(Ok(finished)) => self.watch_finished(slot, gen, &finished),
                     // Not its entity (cannot happen: the job was made on it): fail it.
                     _ => self.note(slot, gen, |p| p.finished = Some(false)),
@@ -605,10 +593,8 @@ impl GangSched {
                 s.class >= Class::Latency,
                 timing,
             )?;
-            let entity = inner
-                .entities
-                .get(s.ring as usize * Class::COUNT + class_index(s.class))
-                .ok_or(EINVAL)?;
+            let eidx = entity_index(s.ring, s.class);
+            let entity = inner.entities.get(eidx).ok_or(EINVAL)?;
             let job = NewJob::new(entity, SchedJob::new(gpu, info.clone()), u64::from(ctx))?;
             let done = Signaller::new()?;
             pspecs.push(
@@ -621,7 +607,7 @@ impl GangSched {
                 },
                 GFP_KERNEL,
             )?;
-            parts.push((job, done, info), GFP_KERNEL)?;
+            parts.push((job, done, info, eidx), GFP_KERNEL)?;
         }
         let mut ids = [0 as JobId; MAX_BATCH];
         let mut out = KVec::with_capacity(specs.len(), GFP_KERNEL)?;
@@ -635,18 +621,17 @@ impl GangSched {
                 .submit(ctx, &pspecs, &mut ids)
                 .map_err(policy_err)?;
             for (i, &id) in ids.iter().take(specs.len()).enumerate() {
-                let Some((job, done, info)) = parts_iter.next() else {
+                let Some((job, done, info, eidx)) = parts_iter.next() else {
                     break;
                 };
                 let fence = done.fence();
-                let in_gang = st.policy.gang_of(id).is_some();
                 if let Some(r) = st.recs.get_mut(id as usize) {
                     r.cancelled = false;
                     r.pending = Pending::default();
                     r.job = Some(job);
                     r.done = Some(done);
                     r.info = Some(info.clone());
-                    r.in_gang = in_gang;
+                    r.entity = eidx;
                     gens[i] = r.gen;
                 }
                 let _ = out.push(Submitted { done: fence, info }, GFP_ATOMIC);
