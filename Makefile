@@ -39,7 +39,7 @@ setup:
 run: setup
 	scripts/kbuild.sh $(RUN_VER) >/dev/null
 	scripts/guest.sh $(RUN_VER) --mode demo --smp 4 \
-		--append "kunit.enable=1 kunit.filter_glob=aikrs_support"
+		--append "kunit.enable=1 kunit.filter_glob=aikrs_support trace_event=aikrs_gang"
 
 test:
 	scripts/test.sh

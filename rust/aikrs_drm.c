@@ -195,3 +195,135 @@ bool aikrs_work_queue(struct work_struct *work)
 	return queue_work(system_highpri_wq, work);
 }
 EXPORT_SYMBOL_GPL(aikrs_work_queue);
+
+/*
+ * Tracepoints of the gang layer (rust/aikrs_gang_trace.h). The wrappers exist
+ * because trace_*() are static inlines; each is a static-key test when the
+ * event is off.
+ */
+#define CREATE_TRACE_POINTS
+#include "aikrs_gang_trace.h"
+
+void aikrs_trace_gang_start(u32 ring, u64 job, u32 members, u64 skew_ns)
+{
+	trace_aikrs_gang_start(ring, job, members, skew_ns);
+}
+EXPORT_SYMBOL_GPL(aikrs_trace_gang_start);
+
+void aikrs_trace_gang_barrier(u32 ring, u64 job, u64 wait_ns)
+{
+	trace_aikrs_gang_barrier(ring, job, wait_ns);
+}
+EXPORT_SYMBOL_GPL(aikrs_trace_gang_barrier);
+
+void aikrs_trace_gang_preempt(u32 ring, u64 job, u64 ran_ns, u64 left_ns)
+{
+	trace_aikrs_gang_preempt(ring, job, ran_ns, left_ns);
+}
+EXPORT_SYMBOL_GPL(aikrs_trace_gang_preempt);
+
+void aikrs_trace_gang_timeout(u32 ring, u64 job, bool gang)
+{
+	trace_aikrs_gang_timeout(ring, job, gang);
+}
+EXPORT_SYMBOL_GPL(aikrs_trace_gang_timeout);
+
+#ifdef CONFIG_TRACEPOINTS
+static void aikrs_rec_start(void *data, u32 ring, u64 job, u32 members,
+			    u64 skew_ns)
+{
+	struct aikrs_trace_recorder *r = data;
+
+	atomic64_inc(&r->v[AIKRS_TRACE_GANG_START]);
+	atomic64_add(skew_ns, &r->v[AIKRS_TRACE_GANG_SKEW_NS]);
+}
+
+static void aikrs_rec_barrier(void *data, u32 ring, u64 job, u64 wait_ns)
+{
+	struct aikrs_trace_recorder *r = data;
+
+	atomic64_inc(&r->v[AIKRS_TRACE_GANG_BARRIER]);
+	atomic64_add(wait_ns, &r->v[AIKRS_TRACE_GANG_BARRIER_NS]);
+}
+
+static void aikrs_rec_preempt(void *data, u32 ring, u64 job, u64 ran_ns,
+			      u64 left_ns)
+{
+	struct aikrs_trace_recorder *r = data;
+
+	atomic64_inc(&r->v[AIKRS_TRACE_GANG_PREEMPT]);
+}
+
+static void aikrs_rec_timeout(void *data, u32 ring, u64 job, bool gang)
+{
+	struct aikrs_trace_recorder *r = data;
+
+	atomic64_inc(&r->v[AIKRS_TRACE_GANG_TIMEOUT]);
+}
+
+static void aikrs_trace_unregister(struct aikrs_trace_recorder *r, int n)
+{
+	if (n > 3)
+		unregister_trace_aikrs_gang_timeout(aikrs_rec_timeout, r);
+	if (n > 2)
+		unregister_trace_aikrs_gang_preempt(aikrs_rec_preempt, r);
+	if (n > 1)
+		unregister_trace_aikrs_gang_barrier(aikrs_rec_barrier, r);
+	if (n > 0)
+		unregister_trace_aikrs_gang_start(aikrs_rec_start, r);
+	/* No probe runs on `r` once this returns. */
+	tracepoint_synchronize_unregister();
+}
+
+int aikrs_trace_recorder_attach(struct aikrs_trace_recorder *r)
+{
+	int i, n = 0, err;
+
+	for (i = 0; i < AIKRS_TRACE_NR; i++)
+		atomic64_set(&r->v[i], 0);
+	err = register_trace_aikrs_gang_start(aikrs_rec_start, r);
+	if (err)
+		goto fail;
+	n++;
+	err = register_trace_aikrs_gang_barrier(aikrs_rec_barrier, r);
+	if (err)
+		goto fail;
+	n++;
+	err = register_trace_aikrs_gang_preempt(aikrs_rec_preempt, r);
+	if (err)
+		goto fail;
+	n++;
+	err = register_trace_aikrs_gang_timeout(aikrs_rec_timeout, r);
+	if (err)
+		goto fail;
+	return 0;
+fail:
+	aikrs_trace_unregister(r, n);
+	return err;
+}
+
+void aikrs_trace_recorder_detach(struct aikrs_trace_recorder *r)
+{
+	aikrs_trace_unregister(r, 4);
+}
+#else
+int aikrs_trace_recorder_attach(struct aikrs_trace_recorder *r)
+{
+	return -EOPNOTSUPP;
+}
+
+void aikrs_trace_recorder_detach(struct aikrs_trace_recorder *r)
+{
+}
+#endif
+EXPORT_SYMBOL_GPL(aikrs_trace_recorder_attach);
+EXPORT_SYMBOL_GPL(aikrs_trace_recorder_detach);
+
+u64 aikrs_trace_recorder_read(const struct aikrs_trace_recorder *r,
+			      unsigned int which)
+{
+	if (which >= AIKRS_TRACE_NR)
+		return 0;
+	return atomic64_read(&r->v[which]);
+}
+EXPORT_SYMBOL_GPL(aikrs_trace_recorder_read);

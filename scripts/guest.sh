@@ -64,6 +64,7 @@ for a in sh mount umount cat echo sed grep sleep ls reboot uname head tail wc tr
 	ln -s busybox "$root/bin/$a"
 done
 cp "$AIK_ROOT/tools/testing/aikrs/initramfs/init" "$root/init"
+install -m 0755 "$AIK_ROOT/tools/testing/aikrs/initramfs/kmod_report" "$root/bin/kmod_report"
 
 # Test programs: every tools/testing/**/ *_test.c becomes /tests/NAME (static).
 # Demos: every demo_*.sh or demo_*.c becomes /demo/NAME; benchmarks: every

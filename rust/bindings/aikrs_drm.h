@@ -70,4 +70,38 @@ struct workqueue_struct *aikrs_wq_create(const char *name);
 void aikrs_work_init(struct work_struct *work, void (*fn)(struct work_struct *));
 bool aikrs_work_queue(struct work_struct *work);
 
+/*
+ * The gang layer's tracepoints (rust/aikrs_gang_trace.h), callable from Rust.
+ */
+void aikrs_trace_gang_start(u32 ring, u64 job, u32 members, u64 skew_ns);
+void aikrs_trace_gang_barrier(u32 ring, u64 job, u64 wait_ns);
+void aikrs_trace_gang_preempt(u32 ring, u64 job, u64 ran_ns, u64 left_ns);
+void aikrs_trace_gang_timeout(u32 ring, u64 job, bool gang);
+
+/*
+ * An in-kernel probe on those tracepoints that counts events (for tests): what
+ * each event carries is summed into `v`.
+ */
+#define AIKRS_TRACE_GANG_START		0	/* aikrs_gang_start events */
+#define AIKRS_TRACE_GANG_SKEW_NS	1	/* sum of their skew_ns */
+#define AIKRS_TRACE_GANG_BARRIER	2	/* aikrs_gang_barrier events */
+#define AIKRS_TRACE_GANG_BARRIER_NS	3	/* sum of their wait_ns */
+#define AIKRS_TRACE_GANG_PREEMPT	4	/* aikrs_gang_preempt events */
+#define AIKRS_TRACE_GANG_TIMEOUT	5	/* aikrs_gang_timeout events */
+#define AIKRS_TRACE_NR			6
+
+struct aikrs_trace_recorder {
+	atomic64_t v[AIKRS_TRACE_NR];
+};
+
+/*
+ * Zeroes `r` and registers its probes; -EOPNOTSUPP without CONFIG_TRACEPOINTS.
+ * `r` must stay put until aikrs_trace_recorder_detach(), which returns once no
+ * probe can run on it any more (it may sleep).
+ */
+int aikrs_trace_recorder_attach(struct aikrs_trace_recorder *r);
+void aikrs_trace_recorder_detach(struct aikrs_trace_recorder *r);
+u64 aikrs_trace_recorder_read(const struct aikrs_trace_recorder *r,
+			      unsigned int which);
+
 #endif /* AIKRS_DRM_H */

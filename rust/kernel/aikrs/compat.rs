@@ -140,6 +140,11 @@ pub fn etimedout() -> crate::error::Error {
     crate::error::Error::from_errno(-(bindings::ETIMEDOUT as core::ffi::c_int))
 }
 
+/// `-EOPNOTSUPP` (not among Linux 6.12's `kernel::error::code`s).
+pub fn eopnotsupp() -> crate::error::Error {
+    crate::error::Error::from_errno(-(bindings::EOPNOTSUPP as core::ffi::c_int))
+}
+
 /// Whether the in-kernel benchmark `name` should run: always, unless the command line
 /// names others with `aikrs.bench=NAME[,NAME...]`.
 pub fn bench_selected(name: &str) -> bool {

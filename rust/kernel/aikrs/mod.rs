@@ -34,4 +34,6 @@ pub mod tlb;
 #[path = "../../../mm/aikrs_tlb/core/src/plan.rs"]
 #[allow(dead_code, unreachable_pub)]
 pub mod tlb_plan;
+#[cfg(CONFIG_AIKRS_DRM_SCHED)]
+pub mod trace;
 pub mod vmap;

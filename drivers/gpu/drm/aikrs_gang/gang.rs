@@ -30,6 +30,7 @@ use kernel::aikrs::{
     fence::{Fence, OnSignal, Signaller, Waiter},
     sched::{Entity, NewJob, Priority},
     timer::{msleep, Run, Work},
+    trace,
 };
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, Mutex, SpinLock};
@@ -409,10 +410,11 @@ impl Inner {
                     self.counters
                         .gang_members_released
                         .fetch_add(1, Ordering::Relaxed);
-                    let ready = info.ready_ns.load(Ordering::Relaxed);
+                    let wait = (now - info.ready_ns.load(Ordering::Relaxed)).max(0) as u64;
                     self.counters
                         .barrier_wait_ns
-                        .fetch_add((now - ready).max(0) as u64, Ordering::Relaxed);
+                        .fetch_add(wait, Ordering::Relaxed);
+                    trace::gang_barrier(info.ring, info.id, wait);
                 }
                 match self.entities.get(entity).map(|e| job.push(e)) {
                     Some(Ok(finished)) => self.watch_finished(slot, gen, &finished),

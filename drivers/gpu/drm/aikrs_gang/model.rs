@@ -24,6 +24,7 @@ use kernel::aikrs::{
     fence::{Fence, Signaller},
     sched::{Backend, Job, Scheduler},
     timer::{msleep, Expired, Timer, TimerRef, Workqueue},
+    trace,
 };
 use kernel::new_spinlock;
 use kernel::prelude::*;
@@ -203,6 +204,7 @@ impl EngineState {
                     e.stats.gangs_started.fetch_add(1, Ordering::Relaxed);
                     e.stats.gang_skew_ns_sum.fetch_add(skew, Ordering::Relaxed);
                     e.stats.gang_skew_ns_max.fetch_max(skew, Ordering::Relaxed);
+                    trace::gang_start(slot.info.ring, slot.info.id, g.members, skew);
                 }
             }
         }
@@ -377,6 +379,7 @@ impl Expired for Engine {
                 }
                 run.info.preemptions.fetch_add(1, Ordering::Relaxed);
                 self.stats.preemptions.fetch_add(1, Ordering::Relaxed);
+                trace::preempt(run.info.ring, run.info.id, elapsed, run.left);
                 let r = st.running.take();
                 st.preempt_at = 0;
                 if let Some(free) = st.queue.iter_mut().find(|q| q.is_none()) {
@@ -448,6 +451,7 @@ impl Backend for RingBackend {
     fn timedout_job(&self, job: &Job<Self>) {
         self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
         let info = &job.data().info;
+        trace::timeout(info.ring, info.id, info.gang.is_some());
         info.cancelled.store(true, Ordering::Release);
         self.engine
             .data()

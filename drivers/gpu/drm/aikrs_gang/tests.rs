@@ -12,7 +12,14 @@ use crate::gang::{GangSched, JobSpec, Submitted};
 use crate::model::ModelGpu;
 use crate::policy::Class;
 use core::sync::atomic::Ordering;
-use kernel::aikrs::{cpu::ktime_ns, fence::Signaller, kunit::Test, timer::msleep};
+use kernel::aikrs::{
+    compat::eopnotsupp,
+    cpu::ktime_ns,
+    fence::Signaller,
+    kunit::Test,
+    timer::msleep,
+    trace::{Count, Recorder},
+};
 use kernel::prelude::*;
 use kernel::sync::Arc;
 use kernel::{aikrs_expect, aikrs_expect_eq, aikrs_kunit_suite};
@@ -490,6 +497,73 @@ fn bad_input(t: &Test) -> Result {
     Ok(())
 }
 
+/// The `aikrs_gang` tracepoints fire where the counters count: a probe attached for the
+/// test sees as many gang starts, barrier releases, preemptions and timeouts as the
+/// model and the layer counted, with the same skew and barrier-wait sums.
+fn tracepoints(t: &Test) -> Result {
+    let rec = match Recorder::new() {
+        Ok(r) => r,
+        Err(e) if e == eopnotsupp() => {
+            t.skip(c"kernel without CONFIG_TRACEPOINTS");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let (gpu, gs) = setup(3, 50)?;
+    let mut all = KVec::new();
+    // A gang that waits for ring 0 to drain (barrier wait), then two more.
+    for s in gs.submit(1, &[spec(0, Class::Normal, 3_000)])? {
+        all.push(s, GFP_KERNEL)?;
+    }
+    for g in 0..3u8 {
+        for s in gs.submit(1, &[gang(0, g, 200), gang(1, g, 200), gang(2, g, 200)])? {
+            all.push(s, GFP_KERNEL)?;
+        }
+    }
+    aikrs_expect!(t, wait_all(&all) && all.iter().all(ok));
+    // A bulk job preempted by a latency-critical one.
+    let bulk = gs.submit(2, &[spec(1, Class::Bulk, 20_000)])?;
+    msleep(3);
+    let lc = gs.submit(3, &[spec(1, Class::Latency, 200)])?;
+    aikrs_expect!(t, wait_all(&bulk) && wait_all(&lc));
+    // A hanging gang member: a timeout.
+    let hung = gs.submit(
+        4,
+        &[
+            JobSpec {
+                hang: true,
+                ..gang(0, 0, 0)
+            },
+            gang(2, 0, 1_000),
+        ],
+    )?;
+    aikrs_expect!(t, wait_all(&hung));
+
+    let st = &gpu.stats;
+    let c = gs.counters();
+    let starts = st.gangs_started.load(Ordering::Relaxed);
+    aikrs_expect!(t, starts >= 3, "only {} gangs started", starts);
+    aikrs_expect_eq!(t, rec.get(Count::GangStarts), starts);
+    aikrs_expect_eq!(
+        t,
+        rec.get(Count::GangSkewNs),
+        st.gang_skew_ns_sum.load(Ordering::Relaxed)
+    );
+    let released = c.gang_members_released.load(Ordering::Relaxed);
+    aikrs_expect!(t, released >= 9, "only {} members released", released);
+    aikrs_expect_eq!(t, rec.get(Count::BarrierReleases), released);
+    let wait = c.barrier_wait_ns.load(Ordering::Relaxed);
+    aikrs_expect!(t, wait > 0, "no barrier wait behind a 3 ms job");
+    aikrs_expect_eq!(t, rec.get(Count::BarrierWaitNs), wait);
+    let pre = st.preemptions.load(Ordering::Relaxed);
+    aikrs_expect!(t, pre >= 1, "the bulk job was not preempted");
+    aikrs_expect_eq!(t, rec.get(Count::Preemptions), pre);
+    let tmo = st.timeouts.load(Ordering::Relaxed);
+    aikrs_expect!(t, tmo >= 1, "the hanging member did not time out");
+    aikrs_expect_eq!(t, rec.get(Count::Timeouts), tmo);
+    Ok(())
+}
+
 aikrs_kunit_suite!(
     aikrs_gang,
     [
@@ -499,6 +573,7 @@ aikrs_kunit_suite!(
         priority_preemption,
         timeout_recovery,
         teardown_in_flight,
-        bad_input
+        bad_input,
+        tracepoints
     ]
 );
