@@ -165,6 +165,12 @@ __rust_helper void rust_helper_aikrs_cpu_relax(void)
 	cpu_relax();
 }
 
+/* cond_resched() is a macro (a static call with PREEMPT_DYNAMIC). */
+__rust_helper void rust_helper_aikrs_cond_resched(void)
+{
+	cond_resched();
+}
+
 #if IS_ENABLED(CONFIG_KUNIT)
 /* kunit_mark_skipped() is a macro. */
 __rust_helper void rust_helper_aikrs_kunit_mark_skipped(struct kunit *test,

@@ -156,9 +156,11 @@ fn time_all_cpus(b: Backend<'_>, size: u64, millis: i64) -> Result<(u64, u32)> {
         let mut live = [0u64; W_CPU];
         let mut rng = Rng::new(u64::from(cpu_id) << 32 | 0x1357);
         fill(b, size, &mut live);
-        // Start together.
+        // Start together. Yield while waiting: the task still waking the other threads
+        // may be waiting for this CPU (a non-preemptible kernel stalled here once).
         ready.fetch_add(1, Ordering::AcqRel);
         while ready.load(Ordering::Acquire) < n {
+            cpu::cond_resched();
             cpu::cpu_relax();
         }
         let t0 = cpu::ktime_ns();

@@ -374,6 +374,8 @@ fn stress(t: &Test) -> Result {
         // Start together, so that the threads really overlap.
         threads.fetch_add(1, Ordering::AcqRel);
         while threads.load(Ordering::Acquire) < cpus {
+            // Yield while waiting (see `cpu::cond_resched`).
+            kernel::aikrs::cpu::cond_resched();
             kernel::aikrs::cpu::cpu_relax();
         }
         let id = cpu + 1;

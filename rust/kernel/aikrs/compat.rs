@@ -160,3 +160,23 @@ pub fn bench_selected(name: &str) -> bool {
     }
     !given
 }
+
+/// What a module with an in-kernel benchmark and demo does at init, from the command
+/// line: with `aikrs.mode=bench` it runs `bench` (if [`bench_selected`]`(name)`), with
+/// `aikrs.mode=demo` it runs `demo` and returns what the demo keeps alive (e.g. its
+/// debugfs counters) for the module to hold; otherwise nothing. A failed demo has
+/// reported itself and yields `None`: a module still loads without its demo.
+pub fn run_boot_mode<D>(
+    name: &str,
+    bench: impl FnOnce(),
+    demo: impl FnOnce() -> crate::error::Result<D>,
+) -> Option<D> {
+    if cmdline_is("aikrs.mode", "bench") && bench_selected(name) {
+        bench();
+        None
+    } else if cmdline_is("aikrs.mode", "demo") {
+        demo().ok()
+    } else {
+        None
+    }
+}

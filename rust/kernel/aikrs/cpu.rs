@@ -56,6 +56,18 @@ pub fn cpu_relax() {
     unsafe { bindings::aikrs_cpu_relax() }
 }
 
+/// `cond_resched()`: lets another task that waits for this CPU run first.
+///
+/// Spin-wait and long loops in kernel threads call it: without full preemption
+/// (`PREEMPT_NONE`/`PREEMPT_VOLUNTARY`) nothing else runs on this CPU until they
+/// yield, which may be the very task they wait for. Only in process context where
+/// sleeping is allowed (`might_sleep` warns otherwise).
+#[inline]
+pub fn cond_resched() {
+    // SAFETY: No memory is touched; the context rule above is checked by the kernel.
+    unsafe { bindings::aikrs_cond_resched() }
+}
+
 /// Interrupts of the local CPU are disabled while this guard lives
 /// (`local_irq_save`/`local_irq_restore`). This also disables preemption and migration,
 /// so the current CPU is fixed.

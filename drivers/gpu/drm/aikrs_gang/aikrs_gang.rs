@@ -39,20 +39,9 @@ struct AikrsGang {
 
 impl kernel::Module for AikrsGang {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        #[cfg(CONFIG_AIKRS_GANG_BENCH)]
-        {
-            use kernel::aikrs::compat::{bench_selected, cmdline_is};
-            if cmdline_is("aikrs.mode", "bench") && bench_selected("gang") {
-                bench::run_all();
-            }
-            let demo = if cmdline_is("aikrs.mode", "demo") {
-                bench::Demo::run().ok()
-            } else {
-                None
-            };
-            Ok(Self { _demo: demo })
-        }
-        #[cfg(not(CONFIG_AIKRS_GANG_BENCH))]
-        Ok(Self {})
+        Ok(Self {
+            #[cfg(CONFIG_AIKRS_GANG_BENCH)]
+            _demo: kernel::aikrs::compat::run_boot_mode("gang", bench::run_all, bench::Demo::run),
+        })
     }
 }
