@@ -145,6 +145,46 @@ fn compat_layer(t: &Test) -> Result {
     Ok(())
 }
 
+/// `PerCpu`: a value in use is refused to a nested request of either kind (as an
+/// interrupt handler arriving in a `with_local_preempt` section is), and
+/// `run_on_each_cpu` visits every online CPU once, on that CPU.
+fn percpu_exclusive(t: &Test) -> Result {
+    use kernel::aikrs::{cpu, percpu::PerCpu};
+    let pc = PerCpu::<[u64; 2]>::new(GFP_KERNEL)?;
+    let nested = pc.with_local_preempt(|v| {
+        v[0] += 1;
+        (
+            pc.with_local(|_| ()).is_none(),
+            pc.with_local_preempt(|_| ()).is_none(),
+        )
+    });
+    aikrs_expect_eq!(t, nested, Some((true, true)));
+    let nested = pc.with_local(|_| pc.with_local_preempt(|_| ()).is_none());
+    aikrs_expect_eq!(t, nested, Some(true));
+    // Free again after the sections.
+    aikrs_expect!(t, pc.with_local_preempt(|_| ()).is_some());
+    pc.run_on_each_cpu(&|v| {
+        v[1] += 1;
+        v[0] = u64::from(cpu::current_cpu_hint());
+    });
+    let mut pc = pc;
+    let mut visited = 0;
+    for c in cpu::online_cpus() {
+        let v = pc.get_mut(c).map_or([0, 0], |v| *v);
+        aikrs_expect!(t, v[1] == 1, "CPU {} visited {} times", c, v[1]);
+        aikrs_expect!(
+            t,
+            v[0] == u64::from(c),
+            "CPU {}'s value set on CPU {}",
+            c,
+            v[0]
+        );
+        visited += v[1];
+    }
+    aikrs_expect_eq!(t, visited, u64::from(cpu::num_online_cpus()));
+    Ok(())
+}
+
 aikrs_kunit_suite!(
     aikrs_support,
     [
@@ -153,7 +193,8 @@ aikrs_kunit_suite!(
         error_return_fails,
         iova_via_overlay_bindings,
         debugfs_counters,
-        compat_layer
+        compat_layer,
+        percpu_exclusive
     ]
 );
 

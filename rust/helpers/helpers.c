@@ -135,10 +135,15 @@ __rust_helper void *rust_helper_aikrs_this_cpu_ptr_irqsave(void __percpu *p,
 	return this_cpu_ptr(p);
 }
 
-__rust_helper void rust_helper_aikrs_on_each_cpu(smp_call_func_t func,
-						 void *info)
+__rust_helper void *rust_helper_aikrs_this_cpu_ptr_preempt(void __percpu *p)
 {
-	on_each_cpu(func, info, 1);
+	preempt_disable();
+	return this_cpu_ptr(p);
+}
+
+__rust_helper void rust_helper_aikrs_preempt_enable(void)
+{
+	preempt_enable();
 }
 
 /*

@@ -15,17 +15,19 @@
 //!
 //! Lock order (outermost first):
 //!
-//! 1. the current CPU's [`CpuCache`] ([`PerCpu::with_local`]: local interrupts off, so
-//!    no other code touches this CPU's cache);
+//! 1. the current CPU's [`CpuCache`] ([`PerCpu::with_local_preempt`]: preemption off,
+//!    interrupts on; an interrupt handler on this CPU that calls in meanwhile finds the
+//!    cache busy and uses the tree, so no other code touches this CPU's cache);
 //! 2. at most one of: the depot lock, the tree lock.
 //!
-//! No two spinlocks are ever held together; the live set takes no lock at all. Every spinlock is taken with local interrupts
-//! disabled (directly or through step 1), as `spin_lock_irqsave` does, so
+//! No two spinlocks are ever held together; the live set takes no lock at all. Every
+//! spinlock is taken with local interrupts disabled (`cpu::with_irqsave`, as
+//! `spin_lock_irqsave` does), so
 //! [`Domain::alloc`] and [`Domain::free`] may be called from any context, hardirq
 //! included. They never allocate memory and never sleep: all storage (tree nodes,
 //! live-set slots, magazines, depot) is allocated by [`Domain::new`] with the caller's
-//! GFP flags. [`Domain::drain`] and [`Domain::stats`] use IPIs and must be called from
-//! process context. `spinlock_t` with interrupts disabled is wrong on `PREEMPT_RT`, hence
+//! GFP flags. [`Domain::drain`] and [`Domain::stats`] visit every CPU in process context
+//! ([`PerCpu::run_on_each_cpu`]) and must be called from process context. `spinlock_t` with interrupts disabled is wrong on `PREEMPT_RT`, hence
 //! `depends on !PREEMPT_RT`.
 //!
 //! # Validation
@@ -389,11 +391,11 @@ impl Domain {
             return self.tree_alloc(size, limit).map_err(errno);
         };
         // Fast path: this CPU's magazines (or a full one from the depot) and the live set,
-        // in one interrupt-off section; spinlocks are taken with plain `lock()` in it,
-        // which is `spin_lock_irqsave` since interrupts are already off.
+        // in one preemption-off section (interrupts stay on: saving and restoring them
+        // was the largest cost of this path); the depot lock is taken irqsave in it.
         let cached = self
             .cpus
-            .with_local(|c| -> Option<Result<u64>> {
+            .with_local_preempt(|c| -> Option<Result<u64>> {
                 c.stats.allocs += 1;
                 let (loaded, prev) = (c.loaded.get_mut(k)?, c.prev.get_mut(k)?);
                 let mut from_depot = false;
@@ -402,7 +404,10 @@ impl Domain {
                     core::mem::swap(loaded, prev);
                     pfn = loaded.pop(size, limit);
                 }
-                if pfn.is_none() && loaded.n == 0 && self.depot.lock().take(k, loaded) {
+                if pfn.is_none()
+                    && loaded.n == 0
+                    && cpu::with_irqsave(&self.depot, |d| d.take(k, loaded))
+                {
                     from_depot = true;
                     pfn = loaded.pop(size, limit);
                 }
@@ -429,7 +434,7 @@ impl Domain {
             Err(core_alloc::Error::NoSpace) => {
                 // Ranges parked in this CPU's magazines and in the depot may be what is
                 // missing (iova.c's `flush_rcache`); other CPUs' caches are only reachable
-                // by IPI, see `drain`.
+                // from process context, see `drain`.
                 self.flush_local_and_depot();
                 self.tree_alloc(size, limit).map_err(errno)?
             }
@@ -472,8 +477,8 @@ impl Domain {
             self.live_bad_frees.fetch_add(1, Ordering::Relaxed);
             return Err(EINVAL);
         }
-        // Fast path: park the range in this CPU's magazines, interrupts off (see `alloc`).
-        let parked = self.cpus.with_local(|c| {
+        // Fast path: park the range in this CPU's magazines, preemption off (see `alloc`).
+        let parked = self.cpus.with_local_preempt(|c| {
             let (Some(loaded), Some(prev)) = (c.loaded.get_mut(k), c.prev.get_mut(k)) else {
                 return false;
             };
@@ -486,7 +491,7 @@ impl Domain {
                 return loaded.push(pfn, cap);
             }
             // Both full: the older one goes to the depot, or back to the tree.
-            if !self.depot.lock().put(k, prev) {
+            if !cpu::with_irqsave(&self.depot, |d| d.put(k, prev)) {
                 self.tree_free_all(prev.entries(), size);
             }
             prev.n = 0;
@@ -541,22 +546,23 @@ impl Domain {
         self.flush_depot();
     }
 
-    /// Returns every cached range (all CPUs, by IPI, and the depot) to the tree.
+    /// Returns every cached range (all CPUs, each on its own CPU, and the depot) to the
+    /// tree.
     /// Process context only.
     pub(crate) fn drain(&self) {
-        self.cpus.on_each_cpu(&|c| self.flush_cache(c));
+        self.cpus.run_on_each_cpu(&|c| self.flush_cache(c));
         self.flush_depot();
     }
 
     /// Times the pieces of the cached fast path, `n` times each, in nanoseconds per
-    /// iteration: (interrupt-off per-CPU section, irq-safe spinlock round-trip,
+    /// iteration: (per-CPU section with preemption off, irq-safe spinlock round-trip,
     /// live-set insert + remove, magazine push + pop). For the benchmark's breakdown.
     #[cfg(CONFIG_AIKRS_IOVA_BENCH)]
     pub(crate) fn fast_path_costs(&self, n: u32) -> [i64; 4] {
         let per = |t0: i64| (cpu::ktime_ns() - t0) / i64::from(n.max(1));
         let t0 = cpu::ktime_ns();
         for _ in 0..n {
-            let _ = self.cpus.with_local(|c| c.stats.allocs);
+            let _ = self.cpus.with_local_preempt(|c| c.stats.allocs);
         }
         let a = per(t0);
         let t0 = cpu::ktime_ns();
@@ -581,10 +587,11 @@ impl Domain {
         [a, b, c, d]
     }
 
-    /// A snapshot of the counters (per-CPU ones collected by IPI). Process context only.
+    /// A snapshot of the counters (per-CPU ones collected on each CPU). Process context
+    /// only.
     pub(crate) fn stats(&self) -> DomainStats {
         let c = [const { AtomicU64::new(0) }; 5];
-        self.cpus.on_each_cpu(&|cc| {
+        self.cpus.run_on_each_cpu(&|cc| {
             let cached: usize = cc
                 .loaded
                 .iter()

@@ -8,15 +8,27 @@
 //! - [`PerCpu::with_local`]: the current CPU's value with local interrupts disabled (so
 //!   neither preemption, migration nor an interrupt handler on this CPU can get in), the
 //!   pattern of C's `local_lock_irqsave` on a non-RT kernel;
-//! - [`PerCpu::on_each_cpu`]: every online CPU's value, each on its own CPU in an IPI
-//!   handler (interrupts are disabled there too);
+//! - [`PerCpu::with_local_preempt`]: the current CPU's value with preemption disabled
+//!   but interrupts on; an interrupt handler on this CPU that asks for the value while
+//!   it is in use gets `None` (and must take another path), as with re-entry below. It
+//!   avoids the cost of saving and restoring the interrupt state on a hot path;
+//! - [`PerCpu::run_on_each_cpu`]: every online CPU's value, each on its own CPU in
+//!   process context (`smp_call_on_cpu`), so never in the middle of one of the above;
 //! - [`PerCpu::get_mut`]: any CPU's value, given `&mut PerCpu` (nobody else can access it).
 //!
-//! A per-CPU "busy" flag refuses re-entry (a closure that calls `with_local` on the same
-//! `PerCpu` again gets `None`), so two `&mut T` to one CPU's value never coexist.
+//! A per-CPU "busy" flag refuses re-entry (a closure, or an interrupt handler, that asks
+//! for the same CPU's value again gets `None`), so two `&mut T` to one CPU's value never
+//! coexist. The flag is only ever written on its own CPU, with preemption disabled, so a
+//! plain load and store suffice: an interrupt between them runs to completion and leaves
+//! the flag as it found it.
 
 use crate::{alloc::Flags, bindings, error::code::ENOMEM, error::Result};
-use core::{ffi::c_void, marker::PhantomData, ptr::NonNull};
+use core::{
+    ffi::{c_int, c_void},
+    marker::PhantomData,
+    ptr::NonNull,
+    sync::atomic::{compiler_fence, AtomicBool, Ordering},
+};
 
 /// Types for which the all-zeroes bit pattern is a valid value.
 ///
@@ -36,7 +48,9 @@ unsafe impl<T: ZeroInit, const N: usize> ZeroInit for [T; N] {}
 
 #[repr(C)]
 struct Slot<T> {
-    busy: bool,
+    /// Only accessed through shared references (never covered by a `&mut Slot`), so an
+    /// interrupt handler may read it while the interrupted code holds `&mut val`.
+    busy: AtomicBool,
     val: T,
 }
 
@@ -48,14 +62,15 @@ struct Slot<T> {
 ///
 /// `ptr` is a per-CPU allocation (from `__alloc_percpu_gfp`, zeroed) of one `Slot<T>` per
 /// possible CPU, freed only in `drop`. A CPU's `Slot::busy` is true exactly while a
-/// `&mut T` to its value handed out by `with_local` or `on_each_cpu` is live, and that only
-/// happens on that CPU with its interrupts disabled.
+/// `&mut T` to its value handed out by `with_local`, `with_local_preempt` or
+/// `run_on_each_cpu` is live, and that only happens on that CPU with preemption (and
+/// possibly interrupts) disabled. No `&mut Slot<T>` is ever formed.
 pub struct PerCpu<T: ZeroInit + Copy> {
     ptr: NonNull<Slot<T>>,
     _p: PhantomData<T>,
 }
 
-// SAFETY: The values are only accessed through `&mut T` on their own CPU with interrupts
+// SAFETY: The values are only accessed through `&mut T` on their own CPU with preemption
 // disabled, or through `&mut self`; moving the handle to another thread is fine if `T` is.
 unsafe impl<T: ZeroInit + Copy + Send> Send for PerCpu<T> {}
 // SAFETY: Shared access only yields `&mut T` exclusively (see the type invariants).
@@ -74,7 +89,7 @@ impl<T: ZeroInit + Copy> PerCpu<T> {
             )
         };
         let ptr = NonNull::new(p.cast::<Slot<T>>()).ok_or(ENOMEM)?;
-        // INVARIANT: zeroed memory is a valid `Slot<T>` (`bool` false, `T: ZeroInit`).
+        // INVARIANT: zeroed memory is a valid `Slot<T>` (`AtomicBool` false, `T: ZeroInit`).
         Ok(Self {
             ptr,
             _p: PhantomData,
@@ -101,22 +116,60 @@ impl<T: ZeroInit + Copy> PerCpu<T> {
         let slot =
             unsafe { bindings::aikrs_this_cpu_ptr_irqsave(self.ptr.as_ptr().cast(), &mut flags) }
                 .cast::<Slot<T>>();
-        // SAFETY: `slot` is this CPU's valid `Slot<T>`. Only code on this CPU with
-        // interrupts disabled touches it (type invariant), and we are that code now.
-        let slot = unsafe { &mut *slot };
-        let r = if slot.busy {
-            None
-        } else {
-            // INVARIANT: busy while the `&mut T` below is live.
-            slot.busy = true;
-            let r = f(&mut slot.val);
-            slot.busy = false;
-            Some(r)
-        };
+        // SAFETY: `slot` is this CPU's slot and we cannot migrate until the restore.
+        let r = unsafe { Self::claim(slot, f) };
         // SAFETY: `flags` was saved by the helper above on this CPU (interrupts have been
         // off since, so we did not migrate) and is restored once.
         unsafe { bindings::aikrs_local_irq_restore(flags) };
         r
+    }
+
+    /// Runs `f` on the current CPU's value with preemption disabled and interrupts
+    /// enabled. Returns `None` (without running `f`) if this CPU's value is already in
+    /// use further up the stack, which includes an interrupt handler arriving while `f`
+    /// runs in the code it interrupted.
+    ///
+    /// `f` must take any spinlock that interrupt handlers also take with interrupts
+    /// disabled (`cpu::with_irqsave`).
+    #[inline]
+    pub fn with_local_preempt<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        // SAFETY: `ptr` is a per-CPU allocation; the helper disables preemption before
+        // computing this CPU's address, so the CPU cannot change until the enable below.
+        let slot = unsafe { bindings::aikrs_this_cpu_ptr_preempt(self.ptr.as_ptr().cast()) }
+            .cast::<Slot<T>>();
+        // SAFETY: `slot` is this CPU's slot and we cannot migrate until the enable.
+        let r = unsafe { Self::claim(slot, f) };
+        // SAFETY: Pairs with the disable in the helper above.
+        unsafe { bindings::aikrs_preempt_enable() };
+        r
+    }
+
+    /// Runs `f` on `slot`'s value unless it is busy.
+    ///
+    /// # Safety
+    ///
+    /// `slot` must be the current CPU's slot of `self`, and the caller must keep
+    /// preemption (and so migration) disabled until this returns.
+    #[inline]
+    unsafe fn claim<R>(slot: *mut Slot<T>, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        // SAFETY: `slot` is valid (per-CPU allocation, type invariant); `busy` is only
+        // accessed through shared references.
+        let busy = unsafe { &(*slot).busy };
+        if busy.load(Ordering::Relaxed) {
+            return None;
+        }
+        // Only this CPU writes its flag, with preemption disabled: an interrupt between
+        // the load and the store runs to completion and leaves the flag false again.
+        // INVARIANT: busy while the `&mut T` below is live.
+        busy.store(true, Ordering::Relaxed);
+        // Keep the compiler from moving accesses to the value across the flag.
+        compiler_fence(Ordering::SeqCst);
+        // SAFETY: The flag was clear and is now set on this CPU, which cannot change:
+        // no other `&mut T` to this value exists (type invariant) until we clear it.
+        let r = f(unsafe { &mut (*slot).val });
+        compiler_fence(Ordering::SeqCst);
+        busy.store(false, Ordering::Relaxed);
+        Some(r)
     }
 
     /// The value of `cpu`, given exclusive access to the whole `PerCpu`; `None` if `cpu`
@@ -130,36 +183,44 @@ impl<T: ZeroInit + Copy> PerCpu<T> {
         Some(unsafe { &mut (*self.slot_of(cpu)).val })
     }
 
-    /// Runs `f` on every online CPU, on that CPU, with its value, in an IPI handler, and
-    /// waits for all of them (`on_each_cpu(.., wait = 1)`).
+    /// Runs `f` on every online CPU's value, one CPU after the other, each on its own CPU
+    /// in process context (`smp_call_on_cpu`: a kworker bound to it), so never in the
+    /// middle of a [`with_local`](Self::with_local) or
+    /// [`with_local_preempt`](Self::with_local_preempt) section on that CPU.
     ///
-    /// Must be called from process context with interrupts enabled and without holding a
-    /// lock that `f` takes (as for C's `on_each_cpu`). `f` must not sleep.
-    pub fn on_each_cpu(&self, f: &(dyn Fn(&mut T) + Sync)) {
+    /// Must be called from process context (it sleeps) without holding a lock that `f`
+    /// takes. `f` runs with interrupts disabled and must not sleep.
+    pub fn run_on_each_cpu(&self, f: &(dyn Fn(&mut T) + Sync)) {
         struct Ctx<'a, T: ZeroInit + Copy> {
             pc: &'a PerCpu<T>,
             f: &'a (dyn Fn(&mut T) + Sync),
         }
-        /// The IPI handler.
+        /// The function run on each CPU.
         ///
         /// # Safety
         ///
-        /// `info` must point to a `Ctx<'_, T>` that stays valid until the handler returns.
-        unsafe extern "C" fn tramp<T: ZeroInit + Copy>(info: *mut c_void) {
-            // SAFETY: `info` is the `Ctx` below, alive until `on_each_cpu` returns (wait).
+        /// `info` must point to a `Ctx<'_, T>` that stays valid until the function returns.
+        unsafe extern "C" fn tramp<T: ZeroInit + Copy>(info: *mut c_void) -> c_int {
+            // SAFETY: `info` is the `Ctx` below, alive until `smp_call_on_cpu` returns.
             let ctx = unsafe { &*info.cast::<Ctx<'_, T>>() };
-            // The handler runs with interrupts disabled; `with_local` nests fine.
+            // In a kworker bound to this CPU: no section of this CPU is in progress.
             let _ = ctx.pc.with_local(|v| (ctx.f)(v));
+            0
         }
         let ctx = Ctx { pc: self, f };
-        // SAFETY: `tramp::<T>` matches `smp_call_func_t`; `ctx` outlives the call because
-        // the helper waits for every CPU.
-        unsafe {
-            bindings::aikrs_on_each_cpu(
-                Some(tramp::<T>),
-                core::ptr::from_ref(&ctx).cast_mut().cast(),
-            )
-        };
+        for cpu in super::cpu::online_cpus() {
+            // SAFETY: `tramp::<T>` matches the callback type; `ctx` outlives the call,
+            // which waits for the function to return. A CPU that went offline meanwhile
+            // is skipped (`-ENXIO`), as `on_each_cpu` would.
+            unsafe {
+                bindings::smp_call_on_cpu(
+                    cpu,
+                    Some(tramp::<T>),
+                    core::ptr::from_ref(&ctx).cast_mut().cast(),
+                    false,
+                )
+            };
+        }
     }
 }
 
