@@ -425,14 +425,14 @@ impl Slot {
         let used = if used as usize > ENTRIES {
             ENTRIES as u64
         } else {
-            used as u64
+            u64::from(used)
         };
-        ((idx as u64) << IDX_SHIFT) | (used << USED_SHIFT) | TAG_TABLE
+        (u64::from(idx) << IDX_SHIFT) | (used << USED_SHIFT) | TAG_TABLE
     }
 
     /// A leaf entry (`pfn` is masked to 56 bits, the callers have checked it).
     fn leaf(pfn: u64, perm: Perm) -> u64 {
-        ((pfn & MAX_PFN) << PFN_SHIFT) | (((perm.0 as u64) & PERM_MASK) << PERM_SHIFT) | TAG_LEAF
+        ((pfn & MAX_PFN) << PFN_SHIFT) | ((u64::from(perm.0) & PERM_MASK) << PERM_SHIFT) | TAG_LEAF
     }
 }
 
@@ -785,7 +785,7 @@ impl PageTable {
                 // Only at level 1 (`target == 1`): a table of 4 KiB leaves, `used` of
                 // them.
                 Slot::Table { idx, used } => {
-                    self.stats.pages = self.stats.pages.saturating_sub(used as u64);
+                    self.stats.pages = self.stats.pages.saturating_sub(u64::from(used));
                     self.free_node(pool, idx);
                     self.stats.huge += 1;
                 }
@@ -894,8 +894,8 @@ impl PageTable {
                 };
                 if whole && clvl == 0 && matches!(op, Op::Invalidate) {
                     // A whole table of 4 KiB leaves goes: O(1).
-                    self.stats.pages = self.stats.pages.saturating_sub(used as u64);
-                    out.removed += used as u64;
+                    self.stats.pages = self.stats.pages.saturating_sub(u64::from(used));
+                    out.removed += u64::from(used);
                     self.free_node(pool, idx);
                     return 0;
                 }
@@ -988,7 +988,7 @@ impl PageTable {
                 used += 1;
             }
         }
-        self.stats.pages += used as u64;
+        self.stats.pages += u64::from(used);
         if used == 0 {
             // Only with a broken pool: the range is a strict part of the entry.
             self.free_node(pool, idx);
