@@ -402,7 +402,7 @@ pub(crate) fn run_all() {
         );
         let [sec, lock, set, mag] = ours.fast_path_costs(20000);
         pr_info!(
-            "bench-info: iova.fast_path ns per call: per-CPU section={sec} irq-safe spinlock round-trip={lock} live-set insert+remove={set} magazine push+pop={mag}\n"
+            "bench-info: iova.fast_path ns per call: per-CPU section={sec} irq-safe spinlock round-trip={lock} live-set park+unpark={set} magazine push+pop={mag}\n"
         );
         run_fixed(&ours, &base)?;
         run_all_cpus(&ours, &base)?;

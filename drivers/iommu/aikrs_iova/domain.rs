@@ -33,15 +33,18 @@
 //! # Validation
 //!
 //! A range parked in a magazine is still allocated in the tree, so the tree cannot tell
-//! whether a free of a cacheable size is legitimate. Every live allocation of a cacheable
-//! size is therefore recorded in a lock-free [`LiveSet`] (one compare-and-swap per
-//! allocation and per free), and [`Domain::free`] refuses a `(pfn, size)` it does not
-//! find there with `EINVAL`; other sizes are validated by the tree itself. A double free
+//! whether a free of a cacheable size is legitimate. Every allocation of a cacheable size
+//! is therefore recorded in a lock-free [`LiveSet`], live while the caller holds it and
+//! *parked* while it sits in a magazine. [`Domain::free`] parks it (one compare-and-swap)
+//! and refuses with `EINVAL` a `(pfn, size)` it does not find live; the magazine keeps
+//! the slot's handle beside the pfn, so an allocation from a magazine makes it live again
+//! with a plain store at that slot (no search, no atomic read-modify-write: only the CPU
+//! holding the magazine may). Other sizes are validated by the tree itself. A double free
 //! or a free of a range never allocated is an error, never corruption; of two concurrent
 //! frees of one range exactly one succeeds.
 
 use crate::core_alloc::{self, IovaAllocator, Node};
-use crate::liveset::{self, LiveSet};
+use crate::liveset::{self, Handle, LiveSet};
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::aikrs::{
     cpu,
@@ -87,52 +90,62 @@ fn errno(e: core_alloc::Error) -> Error {
     }
 }
 
-/// A stack of cached pfns of one order.
+/// A stack of cached pfns of one order, each with the live-set handle of its parked
+/// entry (`hs[i]` belongs to `pfns[i]`).
 #[derive(Clone, Copy)]
 struct Magazine {
     n: usize,
     pfns: [u64; MAG_SIZE],
+    hs: [u32; MAG_SIZE],
 }
 
 impl Magazine {
     const EMPTY: Magazine = Magazine {
         n: 0,
         pfns: [0; MAG_SIZE],
+        hs: [0; MAG_SIZE],
     };
 
     /// Pops a pfn whose range `[pfn, pfn + size)` ends at or below `limit`: the top one if
     /// it qualifies, else the first that does (a bounded scan of one magazine, as iova.c's
     /// `iova_magazine_pop`).
-    fn pop(&mut self, size: u64, limit: u64) -> Option<u64> {
+    fn pop(&mut self, size: u64, limit: u64) -> Option<(u64, Handle)> {
         let n = self.n.min(MAG_SIZE);
         let fits = |p: &u64| p.checked_add(size - 1).is_some_and(|last| last <= limit);
         let i = (0..n).rev().find(|&i| self.pfns.get(i).is_some_and(fits))?;
         let pfn = *self.pfns.get(i)?;
+        let h = *self.hs.get(i)?;
         // Fill the hole with the top entry.
-        let top = *self.pfns.get(n - 1)?;
-        if let Some(slot) = self.pfns.get_mut(i) {
-            *slot = top;
+        let (top, top_h) = (*self.pfns.get(n - 1)?, *self.hs.get(n - 1)?);
+        if let (Some(p), Some(hh)) = (self.pfns.get_mut(i), self.hs.get_mut(i)) {
+            *p = top;
+            *hh = top_h;
         }
         self.n = n - 1;
-        Some(pfn)
+        Some((pfn, Handle::from_raw(h)))
     }
 
-    fn push(&mut self, pfn: u64, cap: usize) -> bool {
+    fn push(&mut self, pfn: u64, h: Handle, cap: usize) -> bool {
         if self.n >= cap.min(MAG_SIZE) {
             return false;
         }
-        match self.pfns.get_mut(self.n) {
-            Some(slot) => {
-                *slot = pfn;
+        match (self.pfns.get_mut(self.n), self.hs.get_mut(self.n)) {
+            (Some(p), Some(hh)) => {
+                *p = pfn;
+                *hh = h.raw();
                 self.n += 1;
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
     fn entries(&self) -> &[u64] {
         self.pfns.get(..self.n.min(MAG_SIZE)).unwrap_or(&[])
+    }
+
+    fn handles(&self) -> &[u32] {
+        self.hs.get(..self.n.min(MAG_SIZE)).unwrap_or(&[])
     }
 }
 
@@ -237,8 +250,9 @@ pub(crate) struct DomainStats {
 /// # Invariants
 ///
 /// Every range in a magazine or in the depot is allocated in `tree`, has a cacheable size
-/// `2^k` (`caps[k] > 0`) and is absent from the live set; every allocation handed to a
-/// caller and not yet freed whose size is cacheable is in the live set.
+/// `2^k` (`caps[k] > 0`) and is parked in the live set at the handle stored beside it;
+/// every allocation handed to a caller and not yet freed whose size is cacheable is live
+/// in the live set.
 /// `caps[k] <= MAG_SIZE`, and all `caps` are 0 if `limit > liveset::MAX_PFN`.
 pub(crate) struct Domain {
     start: u64,
@@ -357,7 +371,17 @@ impl Domain {
         })
     }
 
-    /// Returns ranges parked in a magazine to the tree.
+    /// Returns the ranges of a magazine of order `k` to the tree, dropping their parked
+    /// live-set entries.
+    fn release(&self, m: &Magazine, k: usize) {
+        for (&p, &h) in m.entries().iter().zip(m.handles()) {
+            // Cannot fail by the type invariant; if it did, the range still goes back.
+            let _ = self.live.drop_parked(Handle::from_raw(h), p, k as u32);
+        }
+        self.tree_free_all(m.entries(), 1u64 << k);
+    }
+
+    /// Frees ranges allocated in the tree (none of them in the live set).
     fn tree_free_all(&self, pfns: &[u64], size: u64) {
         if pfns.is_empty() {
             return;
@@ -387,7 +411,7 @@ impl Domain {
         if size == 0 || size > self.span || limit < self.start {
             return Err(EINVAL);
         }
-        let Some((k, cap)) = self.cache_order(size) else {
+        let Some((k, _)) = self.cache_order(size) else {
             return self.tree_alloc(size, limit).map_err(errno);
         };
         // Fast path: this CPU's magazines (or a full one from the depot) and the live set,
@@ -411,11 +435,12 @@ impl Domain {
                     from_depot = true;
                     pfn = loaded.pop(size, limit);
                 }
-                let pfn = pfn?;
-                if !self.record(pfn, k) {
-                    // No room to track it: park it again (it was just popped, so it fits).
-                    loaded.push(pfn, cap);
-                    return Some(Err(ENOMEM));
+                let (pfn, h) = pfn?;
+                if self.live.unpark(h, pfn, k as u32).is_err() {
+                    // Not parked where the magazine says (cannot happen by the type
+                    // invariant): the range goes back to the tree, the tree serves us.
+                    self.tree_free_all(&[pfn], size);
+                    return None;
                 }
                 if from_depot {
                     c.stats.depot_hits += 1;
@@ -472,35 +497,36 @@ impl Domain {
                 }
             });
         };
-        // Validate first: exactly one of concurrent frees of a live range gets past this.
-        if self.live.remove(pfn, k as u32).is_err() {
+        // Validate first: exactly one of concurrent frees of a live range parks it.
+        let Ok(h) = self.live.park(pfn, k as u32) else {
             self.live_bad_frees.fetch_add(1, Ordering::Relaxed);
             return Err(EINVAL);
-        }
-        // Fast path: park the range in this CPU's magazines, preemption off (see `alloc`).
+        };
+        // Fast path: put the range in this CPU's magazines, preemption off (see `alloc`).
         let parked = self.cpus.with_local_preempt(|c| {
             let (Some(loaded), Some(prev)) = (c.loaded.get_mut(k), c.prev.get_mut(k)) else {
                 return false;
             };
             c.stats.frees += 1;
-            if loaded.push(pfn, cap) {
+            if loaded.push(pfn, h, cap) {
                 return true;
             }
             if prev.n < cap {
                 core::mem::swap(loaded, prev);
-                return loaded.push(pfn, cap);
+                return loaded.push(pfn, h, cap);
             }
             // Both full: the older one goes to the depot, or back to the tree.
             if !cpu::with_irqsave(&self.depot, |d| d.put(k, prev)) {
-                self.tree_free_all(prev.entries(), size);
+                self.release(prev, k);
             }
             prev.n = 0;
             core::mem::swap(loaded, prev);
-            loaded.push(pfn, cap)
+            loaded.push(pfn, h, cap)
         });
         if parked != Some(true) {
-            // This CPU's cache is busy further up the stack (re-entry): straight back to
-            // the tree.
+            // This CPU's cache is busy further up the stack (an interrupt, or re-entry):
+            // straight back to the tree.
+            let _ = self.live.drop_parked(h, pfn, k as u32);
             self.tree_free_all(&[pfn], size);
         }
         Ok(())
@@ -524,9 +550,8 @@ impl Domain {
 
     fn flush_cache(&self, c: &mut CpuCache) {
         for (k, (l, p)) in c.loaded.iter_mut().zip(c.prev.iter_mut()).enumerate() {
-            let size = 1u64 << k;
-            self.tree_free_all(l.entries(), size);
-            self.tree_free_all(p.entries(), size);
+            self.release(l, k);
+            self.release(p, k);
             l.n = 0;
             p.n = 0;
         }
@@ -536,7 +561,7 @@ impl Domain {
         let mut m = Magazine::EMPTY;
         for k in 0..ORDERS {
             while cpu::with_irqsave(&self.depot, |d| d.take(k, &mut m)) {
-                self.tree_free_all(m.entries(), 1u64 << k);
+                self.release(&m, k);
             }
         }
     }
@@ -556,7 +581,7 @@ impl Domain {
 
     /// Times the pieces of the cached fast path, `n` times each, in nanoseconds per
     /// iteration: (per-CPU section with preemption off, irq-safe spinlock round-trip,
-    /// live-set insert + remove, magazine push + pop). For the benchmark's breakdown.
+    /// live-set park + unpark, magazine push + pop). For the benchmark's breakdown.
     #[cfg(CONFIG_AIKRS_IOVA_BENCH)]
     pub(crate) fn fast_path_costs(&self, n: u32) -> [i64; 4] {
         let per = |t0: i64| (cpu::ktime_ns() - t0) / i64::from(n.max(1));
@@ -570,17 +595,21 @@ impl Domain {
             cpu::with_irqsave(&self.depot, |d| d.full[0]);
         }
         let b = per(t0);
+        // A free parks, an allocation from a magazine unparks: one of each per pair.
+        let p = 1u64 << 40;
+        let _ = self.live.insert(p, 0);
         let t0 = cpu::ktime_ns();
-        for i in 0..n {
-            let p = u64::from(i) << 20 | 1 << 40;
-            let _ = self.live.insert(p, 0);
-            let _ = self.live.remove(p, 0);
+        for _ in 0..n {
+            if let Ok(h) = self.live.park(p, 0) {
+                let _ = self.live.unpark(h, p, 0);
+            }
         }
         let c = per(t0);
+        let _ = self.live.remove(p, 0);
         let mut m = Magazine::EMPTY;
         let t0 = cpu::ktime_ns();
         for i in 0..n {
-            m.push(u64::from(i), MAG_SIZE);
+            m.push(u64::from(i), Handle::from_raw(i), MAG_SIZE);
             let _ = core::hint::black_box(m.pop(1, u64::MAX));
         }
         let d = per(t0);

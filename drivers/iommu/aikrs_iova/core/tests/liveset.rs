@@ -1,23 +1,33 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Tests of the lock-free [`LiveSet`] of live `(pfn, order)` pairs.
+//! Tests of the lock-free [`LiveSet`] of live and parked `(pfn, order)` pairs.
 //!
-//! - A property test against a `HashMap<u64, u32>` model: random `insert`/`remove`/`get`
-//!   on tables of 4 to 1024 slots, with pfns from pools built to collide (consecutive
-//!   small pfns, multiples of `2^k`, pfns around `MAX_PFN`, pfns homed at the end and the
-//!   start of the table so that clusters wrap around) plus pfns above `MAX_PFN`. After
-//!   every operation the result, `count()`, every model entry's `get` and the raw slots
-//!   must agree with the model. Inserts respect the caller contract: only a pfn that is
-//!   not live is inserted.
-//! - Long insert/remove churn that leaves no empty slot, only live keys and tombstones.
-//! - Threads: disjoint churn, racing removals of the same keys, and wrong-order removals
-//!   racing with right-order ones.
-//! - Units: `slots_needed`, `new`'s checks, key edge values.
+//! - A property test against a `HashMap` model (each pfn `Live(order)` or
+//!   `Parked(order, handle)`): random `insert`/`remove`/`park`/`unpark`/`drop_parked`/
+//!   `get`/`get_parked` on tables of 4 to 1024 slots, with pfns from pools built to
+//!   collide (consecutive small pfns, multiples of `2^k`, pfns around `MAX_PFN`, pfns
+//!   homed at the end and the start of the table so that clusters wrap around) plus pfns
+//!   above `MAX_PFN`. After every operation the result, `count()`, `parked()`, every model
+//!   entry's `get` and `get_parked` and the raw slots (live key, or parked key at the
+//!   model's handle) must agree with the model, and a failed operation must leave every
+//!   slot as it was. Inserts, unparks and drops respect the caller contract (only a pfn
+//!   that is neither live nor parked is inserted; a parked pair is unparked or dropped
+//!   at most once), and the error paths are exercised too: wrong handles (in and out of
+//!   range, another pair's), wrong orders, pairs live or absent.
+//! - Long insert/remove/park churn that leaves no empty slot, only keys and tombstones.
+//! - Threads: disjoint churn, racing removals of the same keys, wrong-order removals
+//!   racing with right-order ones, parks racing with removals (exactly one wins per live
+//!   key, none on a parked key), and owners parking and unparking their keys while others
+//!   race wrong-order parks, removals, unparks and drops of them.
+//! - Units: `slots_needed`, `new`'s checks, `Handle`, key edge values, foreign slot values.
 //!
 //! The tests use `LiveSet<&[AtomicU64]>` so that they can also look at the slots, whose
-//! encoding (`EMPTY`, `TOMB`, `pfn << 6 | (order + 1)`) is documented by the module.
+//! encoding (`EMPTY`, `TOMB`, live key `pfn << 6 | (order + 1)`, parked key `live | PARKED`)
+//! is documented by the module.
 
-use aikrs_iova_core::liveset::{LiveSet, SetError, EMPTY, MAX_ORDER, MAX_PFN, TOMB};
+use aikrs_iova_core::liveset::{
+    Handle, LiveSet, SetError, EMPTY, MAX_ORDER, MAX_PFN, PARKED, TOMB,
+};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::strategy::ValueTree;
@@ -59,8 +69,28 @@ fn key(pfn: u64, order: u32) -> u64 {
     pfn << 6 | u64::from(order + 1)
 }
 
+/// The documented slot value of a parked `(pfn, order)`.
+fn parked_key(pfn: u64, order: u32) -> u64 {
+    key(pfn, order) | PARKED
+}
+
 fn valid(pfn: u64, order: u32) -> bool {
     pfn <= MAX_PFN && order <= MAX_ORDER
+}
+
+/// All slot values, to check that a failed operation changed nothing.
+fn snapshot(mem: &[AtomicU64]) -> Vec<u64> {
+    mem.iter().map(|s| s.load(Ordering::Relaxed)).collect()
+}
+
+/// The index of the slot holding `v`, if any.
+fn slot_of(mem: &[AtomicU64], v: u64) -> Option<usize> {
+    mem.iter().position(|s| s.load(Ordering::Relaxed) == v)
+}
+
+/// The handle of slot `at`.
+fn handle(at: usize) -> Handle {
+    Handle::from_raw(u32::try_from(at).expect("slot index fits u32"))
 }
 
 /// The home slot of `pfn` in a table of `slots` slots, as `LiveSet` computes it (Fibonacci
@@ -135,10 +165,12 @@ fn pool(slots: usize) -> impl Strategy<Value = Vec<u64>> {
     ];
     (base, any::<u64>()).prop_map(|(mut pool, seed)| {
         // Invalid pfns: aliases of pool pfns that only differ above the key's pfn bits
-        // (a missing range check would make them collide), and the very top.
+        // (a missing range check would make them collide, or a key's pfn bits spill into
+        // `PARKED`), and the very top.
         let mut x = seed;
         for _ in 0..3 {
             let p = pool[(splitmix(&mut x) % pool.len() as u64) as usize] & MAX_PFN;
+            pool.push(p | 1 << 57);
             pool.push(p | 1 << 58);
             pool.push(p | 1 << 63);
         }
@@ -160,32 +192,78 @@ fn order() -> impl Strategy<Value = u32> {
     ]
 }
 
-/// One operation: `roll` picks insert, remove or get (see [`Scenario::insert_pct`]).
+/// What an operation does, from [`Op::roll`] and [`Op::sub`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Insert,
+    Remove,
+    Park,
+    Unpark,
+    DropParked,
+    Get,
+}
+
+/// One operation. Its pfn is `pool[at]`, except where `pick` says to take one the model
+/// holds in the state the operation needs.
 #[derive(Clone, Debug)]
 struct Op {
+    /// Insert if below [`Scenario::insert_pct`], else `sub` picks the operation.
     roll: u8,
+    /// Remove 3/10, park 3/10, unpark 2/10, drop 1/10, get 1/10.
+    sub: u8,
     at: Index,
-    /// For a remove: use the model's order if the pfn is live (else `order`).
+    /// Use the model's order if the pfn is present (else `order`).
     model_order: bool,
     order: u32,
+    /// Park, unpark, drop: 0-2 take a pfn the model holds live (park) or parked (unpark,
+    /// drop) if there is one. Unpark, drop: the handle is the model's (0, 1), another
+    /// in-range slot (2), the slot of the pfn's key if any (3), any in-range slot (4),
+    /// one out of range (5), another parked pair's (6).
+    pick: u8,
+    handle_at: Index,
+    handle_raw: u32,
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    (0u8..100, any::<Index>(), any::<bool>(), order()).prop_map(|(roll, at, model_order, order)| {
-        Op {
-            roll,
-            at,
-            model_order,
-            order,
+    (
+        (0u8..100, 0u8..10, any::<Index>()),
+        (any::<bool>(), order()),
+        (0u8..7, any::<Index>(), any::<u32>()),
+    )
+        .prop_map(
+            |((roll, sub, at), (model_order, order), (pick, handle_at, handle_raw))| Op {
+                roll,
+                sub,
+                at,
+                model_order,
+                order,
+                pick,
+                handle_at,
+                handle_raw,
+            },
+        )
+}
+
+impl Op {
+    fn kind(&self, insert_pct: u8) -> Kind {
+        if self.roll < insert_pct {
+            return Kind::Insert;
         }
-    })
+        match self.sub {
+            0..=2 => Kind::Remove,
+            3..=5 => Kind::Park,
+            6..=7 => Kind::Unpark,
+            8 => Kind::DropParked,
+            _ => Kind::Get,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
 struct Scenario {
     log2: u32,
     pool: Vec<u64>,
-    /// Percentage of inserts; the rest is 2/3 removes and 1/3 gets.
+    /// Percentage of inserts.
     insert_pct: u8,
     ops: Vec<Op>,
 }
@@ -211,32 +289,82 @@ fn scenario(
     })
 }
 
+/// The model's state of a pfn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Live(u32),
+    Parked(u32, Handle),
+}
+
+impl State {
+    fn order(self) -> u32 {
+        match self {
+            State::Live(o) | State::Parked(o, _) => o,
+        }
+    }
+}
+
+type Model = HashMap<u64, State>;
+
+/// The model's pfns in the given state (`parked` or live), sorted so that picks are
+/// reproducible.
+fn pfns_in(model: &Model, parked: bool) -> Vec<u64> {
+    let mut v: Vec<u64> = model
+        .iter()
+        .filter(|(_, st)| matches!(st, State::Parked(..)) == parked)
+        .map(|(&p, _)| p)
+        .collect();
+    v.sort_unstable();
+    v
+}
+
 /// How often each outcome happened, to check that the generators reach them all.
 #[derive(Default, Debug)]
 struct Outcomes {
     inserted: usize,
     full: usize,
     full_1024: usize,
+    full_with_parked: usize,
     invalid_pfn: usize,
     invalid_order: usize,
     removed: usize,
     missing_absent: usize,
     missing_wrong_order: usize,
+    missing_parked: usize,
     missing_invalid: usize,
+    parked: usize,
+    park_absent: usize,
+    park_parked: usize,
+    park_wrong_order: usize,
+    park_invalid: usize,
+    unparked: usize,
+    dropped: usize,
+    /// Unpark or drop of a parked pair with another in-range handle, of a slot that does
+    /// not hold a parked key.
+    wrong_handle: usize,
+    /// ... with the handle of another parked pair.
+    other_pairs_handle: usize,
+    /// ... with a handle out of range.
+    handle_out_of_range: usize,
+    /// ... with its own handle but another order.
+    unpark_wrong_order: usize,
+    /// Unpark or drop of a live pair at the slot of its live key.
+    unpark_live_at_its_slot: usize,
+    unpark_live: usize,
+    unpark_absent: usize,
     get_hit: usize,
+    get_parked_hit: usize,
     get_miss: usize,
-    /// Live keys stored below their home slot (their probe wrapped around).
+    /// Keys stored below their home slot (their probe wrapped around).
     wrapped: usize,
     /// Operations on a table with no empty slot left.
     no_empty: usize,
 }
 
-/// The slots hold exactly the model's keys, once each, and otherwise `EMPTY` or `TOMB`.
-/// Returns the number of wrapped keys and whether an empty slot is left.
-fn check_slots(
-    mem: &[AtomicU64],
-    model: &HashMap<u64, u32>,
-) -> Result<(usize, bool), TestCaseError> {
+/// The slots hold exactly the model's keys, once each (a parked key at its handle), and
+/// otherwise `EMPTY` or `TOMB`. Returns the number of wrapped keys and whether an empty
+/// slot is left.
+fn check_slots(mem: &[AtomicU64], model: &Model) -> Result<(usize, bool), TestCaseError> {
     let mut seen = HashSet::new();
     let mut wrapped = 0;
     let mut empty = false;
@@ -249,11 +377,19 @@ fn check_slots(
         if v == TOMB {
             continue;
         }
-        let pfn = v >> 6;
+        let pfn = (v & !PARKED) >> 6;
+        let want = match model.get(&pfn) {
+            Some(&State::Live(o)) => Some(key(pfn, o)),
+            Some(&State::Parked(o, h)) => {
+                prop_assert_eq!(h.raw() as usize, i, "pfn {:#x} parked elsewhere", pfn);
+                Some(parked_key(pfn, o))
+            }
+            None => None,
+        };
         prop_assert_eq!(
-            model.get(&pfn).map(|&o| key(pfn, o)),
+            want,
             Some(v),
-            "slot {} holds {:#x}, not a live key",
+            "slot {} holds {:#x}, not the model's key",
             i,
             v
         );
@@ -269,17 +405,85 @@ fn check_slots(
 fn check_all(
     set: &Set<'_>,
     mem: &[AtomicU64],
-    model: &HashMap<u64, u32>,
+    model: &Model,
     out: &mut Outcomes,
 ) -> Result<(), TestCaseError> {
-    prop_assert_eq!(set.count(), model.len());
-    for (&pfn, &order) in model {
-        prop_assert_eq!(set.get(pfn), Some(order), "entry {:#x} lost", pfn);
+    let parked = model
+        .values()
+        .filter(|st| matches!(st, State::Parked(..)))
+        .count();
+    prop_assert_eq!(set.count(), model.len() - parked);
+    prop_assert_eq!(set.parked(), parked);
+    // Every entry is found in its state. (That the other lookup misses it is checked by
+    // the `Get` operations and at the end of `run`.)
+    for (&pfn, &st) in model {
+        match st {
+            State::Live(o) => prop_assert_eq!(set.get(pfn), Some(o), "live {:#x} lost", pfn),
+            State::Parked(o, _) => {
+                prop_assert_eq!(set.get_parked(pfn), Some(o), "parked {:#x} lost", pfn)
+            }
+        }
     }
     let (wrapped, empty) = check_slots(mem, model)?;
     out.wrapped += wrapped;
     out.no_empty += usize::from(!empty);
     Ok(())
+}
+
+/// The pfn and order of a remove, park, unpark or drop: `pool[at]`, or for a park
+/// (unpark, drop) with `pick < 3` a pfn the model holds live (parked) if there is one.
+/// The order is the model's if `model_order` and the pfn is present, else `order`.
+fn target(op: &Op, pool: &[u64], model: &Model, kind: Kind) -> (u64, u32) {
+    let mut pfn = pool[op.at.index(pool.len())];
+    let want_parked = matches!(kind, Kind::Unpark | Kind::DropParked);
+    if op.pick < 3 && matches!(kind, Kind::Park | Kind::Unpark | Kind::DropParked) {
+        let candidates = pfns_in(model, want_parked);
+        if !candidates.is_empty() {
+            pfn = candidates[op.at.index(candidates.len())];
+        }
+    }
+    let order = match model.get(&pfn) {
+        Some(st) if op.model_order => st.order(),
+        _ => op.order,
+    };
+    (pfn, order)
+}
+
+/// The handle of an unpark or drop of `pfn` (see [`Op::pick`]).
+fn pick_handle(op: &Op, mem: &[AtomicU64], model: &Model, pfn: u64) -> Handle {
+    let slots = mem.len();
+    let own = match model.get(&pfn) {
+        Some(&State::Parked(_, h)) => Some(h.raw() as usize),
+        Some(&State::Live(o)) => slot_of(mem, key(pfn, o)),
+        None => None,
+    };
+    let any = op.handle_at.index(slots);
+    match op.pick {
+        0 | 1 => own.map_or(handle(any), handle),
+        // Another slot than its own.
+        2 => handle(own.map_or(any, |h| (h + 1 + op.handle_at.index(slots - 1)) % slots)),
+        3 => handle(own.unwrap_or(any)),
+        4 => handle(any),
+        5 => {
+            let lo = slots as u64;
+            let raw = lo + u64::from(op.handle_raw) % ((1u64 << 32) - lo);
+            Handle::from_raw(u32::try_from(raw).expect("below 2^32"))
+        }
+        _ => {
+            let others: Vec<u64> = pfns_in(model, true)
+                .into_iter()
+                .filter(|&p| p != pfn)
+                .collect();
+            if others.is_empty() {
+                handle(any)
+            } else {
+                match model.get(&others[op.handle_at.index(others.len())]) {
+                    Some(&State::Parked(_, h)) => h,
+                    _ => unreachable!("pfns_in returned a live pfn"),
+                }
+            }
+        }
+    }
 }
 
 fn run(s: &Scenario, out: &mut Outcomes) -> Result<(), TestCaseError> {
@@ -288,88 +492,228 @@ fn run(s: &Scenario, out: &mut Outcomes) -> Result<(), TestCaseError> {
     let set = new_set(&mem);
     prop_assert_eq!(set.slots(), slots);
     let pool = &s.pool;
-    let mut model: HashMap<u64, u32> = HashMap::new();
-    let remove_below = s.insert_pct + (100 - s.insert_pct) / 3 * 2;
+    let mut model = Model::new();
     for op in &s.ops {
-        let i = op.at.index(pool.len());
-        if op.roll < s.insert_pct {
-            // The caller contract: insert only a pfn that is not live.
-            let Some(pfn) = (0..pool.len())
-                .map(|d| pool[(i + d) % pool.len()])
-                .find(|p| !model.contains_key(p))
-            else {
-                continue;
-            };
-            let order = op.order;
-            let want = if pfn > MAX_PFN {
-                out.invalid_pfn += 1;
-                Err(SetError::InvalidArgument)
-            } else if order > MAX_ORDER {
-                out.invalid_order += 1;
-                Err(SetError::InvalidArgument)
-            } else if model.len() == slots {
-                out.full += 1;
-                out.full_1024 += usize::from(slots == 1024);
-                Err(SetError::Full)
-            } else {
-                out.inserted += 1;
-                model.insert(pfn, order);
-                Ok(())
-            };
-            prop_assert_eq!(
-                set.insert(pfn, order),
-                want,
-                "insert({:#x}, {})",
-                pfn,
-                order
-            );
-        } else if op.roll < remove_below {
-            let pfn = pool[i];
-            let live = model.get(&pfn).copied();
-            let order = match live {
-                Some(o) if op.model_order => o,
-                _ => op.order,
-            };
-            let want = if live == Some(order) {
-                out.removed += 1;
-                model.remove(&pfn);
-                Ok(())
-            } else {
-                if !valid(pfn, order) {
-                    out.missing_invalid += 1;
-                } else if live.is_some() {
-                    out.missing_wrong_order += 1;
+        let kind = op.kind(s.insert_pct);
+        // A failed operation must not change any slot.
+        let before = snapshot(&mem);
+        let failed = match kind {
+            Kind::Insert => {
+                // The caller contract: insert only a pfn that is neither live nor parked.
+                let i = op.at.index(pool.len());
+                let Some(pfn) = (0..pool.len())
+                    .map(|d| pool[(i + d) % pool.len()])
+                    .find(|p| !model.contains_key(p))
+                else {
+                    continue;
+                };
+                let order = op.order;
+                let want = if pfn > MAX_PFN {
+                    out.invalid_pfn += 1;
+                    Err(SetError::InvalidArgument)
+                } else if order > MAX_ORDER {
+                    out.invalid_order += 1;
+                    Err(SetError::InvalidArgument)
+                } else if model.len() == slots {
+                    out.full += 1;
+                    out.full_1024 += usize::from(slots == 1024);
+                    out.full_with_parked += usize::from(set.parked() > 0);
+                    Err(SetError::Full)
                 } else {
-                    out.missing_absent += 1;
-                }
-                Err(SetError::Missing)
-            };
-            prop_assert_eq!(
-                set.remove(pfn, order),
-                want,
-                "remove({:#x}, {})",
-                pfn,
-                order
-            );
-        } else {
-            let pfn = pool[i];
-            let want = model.get(&pfn).copied();
-            if want.is_some() {
-                out.get_hit += 1;
-            } else {
-                out.get_miss += 1;
+                    out.inserted += 1;
+                    model.insert(pfn, State::Live(order));
+                    Ok(())
+                };
+                let got = set.insert(pfn, order);
+                prop_assert_eq!(got, want, "insert({:#x}, {})", pfn, order);
+                got.is_err()
             }
-            prop_assert_eq!(set.get(pfn), want, "get({:#x})", pfn);
+            Kind::Remove => {
+                let (pfn, order) = target(op, pool, &model, kind);
+                let st = model.get(&pfn).copied();
+                let want = if st == Some(State::Live(order)) {
+                    out.removed += 1;
+                    model.remove(&pfn);
+                    Ok(())
+                } else {
+                    if !valid(pfn, order) {
+                        out.missing_invalid += 1;
+                    } else if let Some(State::Parked(..)) = st {
+                        out.missing_parked += 1;
+                    } else if st.is_some() {
+                        out.missing_wrong_order += 1;
+                    } else {
+                        out.missing_absent += 1;
+                    }
+                    Err(SetError::Missing)
+                };
+                let got = set.remove(pfn, order);
+                prop_assert_eq!(got, want, "remove({:#x}, {}) of {:?}", pfn, order, st);
+                got.is_err()
+            }
+            Kind::Park => {
+                let (pfn, order) = target(op, pool, &model, kind);
+                let st = model.get(&pfn).copied();
+                let got = set.park(pfn, order);
+                if st == Some(State::Live(order)) {
+                    // It stays where its live key was.
+                    let Some(at) = before.iter().position(|&v| v == key(pfn, order)) else {
+                        return Err(TestCaseError::fail(format!("{pfn:#x} not stored")));
+                    };
+                    prop_assert_eq!(got, Ok(handle(at)), "park({:#x}, {})", pfn, order);
+                    out.parked += 1;
+                    model.insert(pfn, State::Parked(order, handle(at)));
+                } else {
+                    match st {
+                        _ if !valid(pfn, order) => out.park_invalid += 1,
+                        None => out.park_absent += 1,
+                        Some(State::Parked(o, _)) if o == order => out.park_parked += 1,
+                        Some(_) => out.park_wrong_order += 1,
+                    }
+                    prop_assert_eq!(
+                        got,
+                        Err(SetError::Missing),
+                        "park({:#x}, {}) of {:?}",
+                        pfn,
+                        order,
+                        st
+                    );
+                }
+                got.is_err()
+            }
+            Kind::Unpark | Kind::DropParked => {
+                let (pfn, order) = target(op, pool, &model, kind);
+                let h = pick_handle(op, &mem, &model, pfn);
+                let st = model.get(&pfn).copied();
+                let want = match st {
+                    Some(State::Parked(o, mh)) if o == order && mh == h => {
+                        if kind == Kind::Unpark {
+                            out.unparked += 1;
+                            model.insert(pfn, State::Live(order));
+                        } else {
+                            out.dropped += 1;
+                            model.remove(&pfn);
+                        }
+                        Ok(())
+                    }
+                    Some(State::Parked(_, mh)) => {
+                        let at = h.raw() as usize;
+                        if at >= slots {
+                            out.handle_out_of_range += 1;
+                        } else if mh == h {
+                            out.unpark_wrong_order += 1;
+                        } else if mem[at].load(Ordering::Relaxed) & PARKED != 0
+                            && mem[at].load(Ordering::Relaxed) != TOMB
+                        {
+                            out.other_pairs_handle += 1;
+                        } else {
+                            out.wrong_handle += 1;
+                        }
+                        Err(SetError::Missing)
+                    }
+                    Some(State::Live(o)) => {
+                        if slot_of(&mem, key(pfn, o)) == Some(h.raw() as usize) {
+                            out.unpark_live_at_its_slot += 1;
+                        } else {
+                            out.unpark_live += 1;
+                        }
+                        Err(SetError::Missing)
+                    }
+                    None => {
+                        out.unpark_absent += 1;
+                        Err(SetError::Missing)
+                    }
+                };
+                let got = if kind == Kind::Unpark {
+                    set.unpark(h, pfn, order)
+                } else {
+                    set.drop_parked(h, pfn, order)
+                };
+                prop_assert_eq!(
+                    got,
+                    want,
+                    "{:?}({:?}, {:#x}, {}) of {:?}",
+                    kind,
+                    h,
+                    pfn,
+                    order,
+                    st
+                );
+                got.is_err()
+            }
+            Kind::Get => {
+                let pfn = pool[op.at.index(pool.len())];
+                let st = model.get(&pfn).copied();
+                let (live, par) = match st {
+                    Some(State::Live(o)) => {
+                        out.get_hit += 1;
+                        (Some(o), None)
+                    }
+                    Some(State::Parked(o, _)) => {
+                        out.get_parked_hit += 1;
+                        (None, Some(o))
+                    }
+                    None => {
+                        out.get_miss += 1;
+                        (None, None)
+                    }
+                };
+                prop_assert_eq!(set.get(pfn), live, "get({:#x})", pfn);
+                prop_assert_eq!(set.get_parked(pfn), par, "get_parked({:#x})", pfn);
+                true
+            }
+        };
+        if failed {
+            prop_assert_eq!(snapshot(&mem), before, "failed {:?} changed slots", kind);
         }
         check_all(&set, &mem, &model, out)?;
     }
-    // Nothing outside the model is found either, and absent pfns cannot be removed.
+    // Nothing outside the model is found either, and absent pfns cannot be removed,
+    // parked, unparked or dropped.
     for &pfn in pool {
-        prop_assert_eq!(set.get(pfn), model.get(&pfn).copied(), "get({:#x})", pfn);
-        if !model.contains_key(&pfn) {
+        let st = model.get(&pfn).copied();
+        let live = st.and_then(|st| matches!(st, State::Live(_)).then_some(st.order()));
+        let par = st.and_then(|st| matches!(st, State::Parked(..)).then_some(st.order()));
+        prop_assert_eq!(set.get(pfn), live, "get({:#x})", pfn);
+        prop_assert_eq!(set.get_parked(pfn), par, "get_parked({:#x})", pfn);
+        if st.is_none() {
             prop_assert_eq!(set.remove(pfn, 0), Err(SetError::Missing));
+            prop_assert_eq!(set.park(pfn, 0), Err(SetError::Missing));
+            for at in [0, slots / 2, slots - 1] {
+                prop_assert_eq!(set.unpark(handle(at), pfn, 0), Err(SetError::Missing));
+                prop_assert_eq!(set.drop_parked(handle(at), pfn, 0), Err(SetError::Missing));
+            }
         }
     }
+    check_all(&set, &mem, &model, out)?;
+    // Drain: unpark and remove, or drop, every parked pair; park and drop, or remove,
+    // every live one.
+    let mut pfns: Vec<(u64, State)> = model.iter().map(|(&p, &st)| (p, st)).collect();
+    pfns.sort_unstable_by_key(|&(p, _)| p);
+    for (i, (pfn, st)) in pfns.into_iter().enumerate() {
+        match st {
+            State::Parked(o, h) if i % 2 == 0 => {
+                prop_assert_eq!(set.unpark(h, pfn, o), Ok(()));
+                prop_assert_eq!(set.remove(pfn, o), Ok(()));
+            }
+            State::Parked(o, h) => prop_assert_eq!(set.drop_parked(h, pfn, o), Ok(())),
+            State::Live(o) if i % 2 == 0 => prop_assert_eq!(set.remove(pfn, o), Ok(())),
+            State::Live(o) => {
+                let Ok(h) = set.park(pfn, o) else {
+                    return Err(TestCaseError::fail(format!("park({pfn:#x}, {o}) failed")));
+                };
+                prop_assert_eq!(set.drop_parked(h, pfn, o), Ok(()));
+            }
+        }
+        model.remove(&pfn);
+        if i % 16 == 0 {
+            check_all(&set, &mem, &model, out)?;
+        }
+    }
+    check_all(&set, &mem, &model, out)?;
+    prop_assert!(mem
+        .iter()
+        .all(|s| matches!(s.load(Ordering::Relaxed), EMPTY | TOMB)));
     Ok(())
 }
 
@@ -383,7 +727,7 @@ proptest! {
         run(&s, &mut Outcomes::default())?;
     }
 
-    /// Small tables and long runs: many insert/remove cycles at and near full load,
+    /// Small tables and long runs: many insert/remove/park cycles at and near full load,
     /// so that tombstones replace every empty slot.
     #[test]
     fn matches_hashmap_model_long_runs(s in scenario(2..=6, 48)) {
@@ -393,7 +737,8 @@ proptest! {
 }
 
 /// The generators reach every outcome (so the model tests do test them), including
-/// `Full` on 1024 slots, wrapped clusters and tables without an empty slot.
+/// `Full` on 1024 slots and with parked pairs, every error path of `unpark` and
+/// `drop_parked`, wrapped clusters and tables without an empty slot.
 #[test]
 fn model_test_reaches_every_outcome() {
     let _cpus = cpus_shared();
@@ -411,13 +756,30 @@ fn model_test_reaches_every_outcome() {
         ("inserted", o.inserted),
         ("full", o.full),
         ("full_1024", o.full_1024),
+        ("full_with_parked", o.full_with_parked),
         ("invalid_pfn", o.invalid_pfn),
         ("invalid_order", o.invalid_order),
         ("removed", o.removed),
         ("missing_absent", o.missing_absent),
         ("missing_wrong_order", o.missing_wrong_order),
+        ("missing_parked", o.missing_parked),
         ("missing_invalid", o.missing_invalid),
+        ("parked", o.parked),
+        ("park_absent", o.park_absent),
+        ("park_parked", o.park_parked),
+        ("park_wrong_order", o.park_wrong_order),
+        ("park_invalid", o.park_invalid),
+        ("unparked", o.unparked),
+        ("dropped", o.dropped),
+        ("wrong_handle", o.wrong_handle),
+        ("other_pairs_handle", o.other_pairs_handle),
+        ("handle_out_of_range", o.handle_out_of_range),
+        ("unpark_wrong_order", o.unpark_wrong_order),
+        ("unpark_live_at_its_slot", o.unpark_live_at_its_slot),
+        ("unpark_live", o.unpark_live),
+        ("unpark_absent", o.unpark_absent),
         ("get_hit", o.get_hit),
+        ("get_parked_hit", o.get_parked_hit),
         ("get_miss", o.get_miss),
         ("wrapped", o.wrapped),
         ("no_empty", o.no_empty),
@@ -452,20 +814,27 @@ fn wrap_pools_do_wrap() {
 // ---------------------------------------------------------------------------------------
 // Long churn: tombstones everywhere.
 
-/// Checks every live pair and a few absent pfns.
+/// Checks every live pair and a few absent pfns; nothing is parked.
 fn check_live(set: &Set<'_>, live: &[(u64, u32)], free: &[u64]) {
     assert_eq!(set.count(), live.len());
+    assert_eq!(set.parked(), 0);
     for &(pfn, order) in live {
         assert_eq!(set.get(pfn), Some(order), "entry {pfn:#x} lost");
+        assert_eq!(set.get_parked(pfn), None, "entry {pfn:#x} parked");
     }
-    for &pfn in free.iter().take(8) {
+    for &pfn in free.iter().take(4) {
         assert_eq!(set.get(pfn), None, "absent {pfn:#x} found");
+    }
+    for &pfn in free.iter().skip(4).take(4) {
+        assert_eq!(set.get_parked(pfn), None, "absent {pfn:#x} found parked");
     }
 }
 
 /// Many insert/remove cycles, first at half load, then at full load: afterwards no slot
 /// is empty, yet inserts keep succeeding while fewer than `slots` keys are live and
-/// lookups of absent pfns still end (each probes the whole table).
+/// lookups of absent pfns still end (each probes the whole table). A pair leaves by
+/// `remove`, by `park` and `drop_parked`, or by `park`, `unpark` and `remove`; parked, it
+/// still occupies its slot.
 #[test]
 fn churn_fills_table_with_tombstones() {
     let _cpus = cpus_shared();
@@ -500,9 +869,43 @@ fn churn_fills_table_with_tombstones() {
                         let (p, o) = live.swap_remove((roll >> 8) as usize % live.len());
                         let wrong = (o + 1 + (roll >> 40) as u32 % MAX_ORDER) % (MAX_ORDER + 1);
                         assert_eq!(set.remove(p, wrong), Err(SetError::Missing));
-                        assert_eq!(set.remove(p, o), Ok(()));
-                        assert_eq!(set.remove(p, o), Err(SetError::Missing));
-                        assert_eq!(set.get(p), None);
+                        assert_eq!(set.park(p, wrong), Err(SetError::Missing));
+                        match (roll >> 20) % 3 {
+                            0 => assert_eq!(set.remove(p, o), Ok(())),
+                            way => {
+                                let Ok(h) = set.park(p, o) else {
+                                    panic!("park({p:#x}, {o}) refused");
+                                };
+                                let at = h.raw() as usize;
+                                assert_eq!(mem[at].load(Ordering::Relaxed), parked_key(p, o));
+                                assert_eq!(set.get(p), None);
+                                assert_eq!(set.get_parked(p), Some(o));
+                                assert_eq!(set.park(p, o), Err(SetError::Missing));
+                                assert_eq!(set.remove(p, o), Err(SetError::Missing));
+                                if live.len() + 1 == slots {
+                                    // Parked, it still fills the table.
+                                    assert_eq!(set.insert(free[0], 0), Err(SetError::Full));
+                                }
+                                if way == 1 {
+                                    assert_eq!(set.drop_parked(h, p, o), Ok(()));
+                                } else {
+                                    assert_eq!(set.unpark(h, p, o), Ok(()));
+                                    assert_eq!(mem[at].load(Ordering::Relaxed), key(p, o));
+                                    assert_eq!(set.remove(p, o), Ok(()));
+                                }
+                                assert_eq!(mem[at].load(Ordering::Relaxed), TOMB);
+                                assert_eq!(set.unpark(h, p, o), Err(SetError::Missing));
+                                assert_eq!(set.drop_parked(h, p, o), Err(SetError::Missing));
+                            }
+                        }
+                        // Gone (two probes of the whole table once no slot is empty).
+                        if roll & 1 == 0 {
+                            assert_eq!(set.remove(p, o), Err(SetError::Missing));
+                            assert_eq!(set.get(p), None);
+                        } else {
+                            assert_eq!(set.park(p, o), Err(SetError::Missing));
+                            assert_eq!(set.get_parked(p), None);
+                        }
                         free.push(p);
                     }
                     if r % every == 0 {
@@ -515,7 +918,9 @@ fn churn_fills_table_with_tombstones() {
             assert!(mem.iter().all(|s| s.load(Ordering::Relaxed) != EMPTY));
             for &p in &free {
                 assert_eq!(set.get(p), None);
+                assert_eq!(set.get_parked(p), None);
                 assert_eq!(set.remove(p, 0), Err(SetError::Missing));
+                assert_eq!(set.park(p, 0), Err(SetError::Missing));
             }
             // Drain: only tombstones left; then fill again, up to `Full`.
             for (p, o) in live.drain(..) {
@@ -895,6 +1300,257 @@ fn threads_wrong_order_removals() {
     assert_eq!(set.count(), 0);
 }
 
+/// No handle recorded (see `threads_racing_parks_and_removals`).
+const NO_HANDLE: u64 = u64::MAX;
+
+/// All threads park or remove every key of the round at once, as in
+/// `threads_racing_removals` (each key gets both parks and removals: thread `t` parks
+/// key `i` unless `(t + i + round) % 3 == 1`). Exactly one of them succeeds per live key,
+/// and a park that wins returns the key's slot. Every fourth key is parked before the
+/// race: none succeeds on it and it stays parked where it was. Afterwards the parked keys
+/// are unparked and removed, or dropped.
+#[test]
+fn threads_racing_parks_and_removals() {
+    let _cpus = cpus_exclusive();
+    let mem = storage(1024);
+    let set = new_set(&mem);
+    let wins: Vec<AtomicUsize> = (0..KEYS).map(|_| AtomicUsize::new(0)).collect();
+    // The handle a winning park returned, or the handle of a key parked before the race.
+    let handles: Vec<AtomicU64> = (0..KEYS).map(|_| AtomicU64::new(NO_HANDLE)).collect();
+    let park_wins = AtomicUsize::new(0);
+    let remove_wins = AtomicUsize::new(0);
+    let failures = AtomicUsize::new(0);
+    let fail = |what: bool| {
+        if what {
+            failures.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    let pre_parked = |i: usize| i % 4 == 3;
+    race_rounds(
+        race_threads(),
+        100,
+        |round| {
+            for (i, &(p, o)) in round_pairs(round).iter().enumerate() {
+                wins[i].store(0, Ordering::Relaxed);
+                handles[i].store(NO_HANDLE, Ordering::Relaxed);
+                fail(set.insert(p, o) != Ok(()));
+                if pre_parked(i) {
+                    match set.park(p, o) {
+                        Ok(h) => handles[i].store(u64::from(h.raw()), Ordering::Relaxed),
+                        Err(_) => fail(true),
+                    }
+                }
+            }
+        },
+        |t, round, barrier| {
+            let pairs = round_pairs(round);
+            let lockstep = round % 2 == 0;
+            let backwards = !lockstep && t % 2 == 1;
+            for i in 0..KEYS {
+                let i = if backwards { KEYS - 1 - i } else { i };
+                let (p, o) = pairs[i];
+                if lockstep {
+                    barrier.wait();
+                    jitter(t as u64, round, i);
+                }
+                let won = if (t + i + round as usize) % 3 == 1 {
+                    let r = set.remove(p, o);
+                    fail(r.is_err_and(|e| e != SetError::Missing));
+                    if r.is_ok() {
+                        remove_wins.fetch_add(1, Ordering::Relaxed);
+                    }
+                    r.is_ok()
+                } else {
+                    match set.park(p, o) {
+                        Ok(h) => {
+                            park_wins.fetch_add(1, Ordering::Relaxed);
+                            handles[i].store(u64::from(h.raw()), Ordering::Relaxed);
+                            true
+                        }
+                        Err(e) => {
+                            fail(e != SetError::Missing);
+                            false
+                        }
+                    }
+                };
+                if won {
+                    wins[i].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        },
+        |round| {
+            for (i, &(p, o)) in round_pairs(round).iter().enumerate() {
+                let won = wins[i].load(Ordering::Relaxed);
+                fail(won != usize::from(!pre_parked(i)));
+                fail(set.get(p).is_some());
+                let h = handles[i].load(Ordering::Relaxed);
+                if h == NO_HANDLE {
+                    // Removed.
+                    fail(set.get_parked(p).is_some());
+                    continue;
+                }
+                // Parked, before or in the race, at the slot its park returned.
+                fail(set.get_parked(p) != Some(o));
+                let Some(s) = usize::try_from(h).ok().and_then(|h| mem.get(h)) else {
+                    fail(true);
+                    continue;
+                };
+                fail(s.load(Ordering::Relaxed) != parked_key(p, o));
+                let Ok(raw) = u32::try_from(h) else {
+                    fail(true);
+                    continue;
+                };
+                let h = Handle::from_raw(raw);
+                if (i / 4 + round as usize).is_multiple_of(2) {
+                    fail(set.unpark(h, p, o) != Ok(()));
+                    fail(set.get(p) != Some(o));
+                    fail(set.remove(p, o) != Ok(()));
+                } else {
+                    fail(set.drop_parked(h, p, o) != Ok(()));
+                }
+                fail(s.load(Ordering::Relaxed) != TOMB);
+            }
+            fail(set.count() != 0);
+            fail(set.parked() != 0);
+        },
+    );
+    assert_eq!(failures.load(Ordering::Relaxed), 0);
+    // Both kinds won races: the test did race parks against removals.
+    assert!(park_wins.load(Ordering::Relaxed) > 0);
+    assert!(remove_wins.load(Ordering::Relaxed) > 0);
+    assert_eq!(set.count(), 0);
+    assert_eq!(set.parked(), 0);
+}
+
+/// Owners insert their pfns, park them, unpark them, park them again and drop them, or
+/// unpark and remove them, checking each step (and that a parked pair cannot be parked,
+/// removed, unparked with another order or at another slot, and stays at its slot), with
+/// even orders. Meanwhile attackers keep trying odd orders on the same pfns: `park`,
+/// `remove`, and `unpark`/`drop_parked` at the slot an owner published; all fail, and no
+/// lookup ever sees an odd order. Every owner operation succeeds, no attacker's does.
+#[test]
+fn threads_park_churn() {
+    let _cpus = cpus_exclusive();
+    const OWNERS: u64 = 4;
+    const PER_OWNER: u64 = 64;
+    const PFNS: usize = (OWNERS * PER_OWNER) as usize;
+    let mem = storage(1024);
+    let set = new_set(&mem);
+    // Where each pfn was last parked (a hint for the attackers).
+    let published: Vec<AtomicU64> = (0..PFNS).map(|_| AtomicU64::new(0)).collect();
+    let owner_failures = AtomicUsize::new(0);
+    let attacker_wins = AtomicUsize::new(0);
+    let attacks = AtomicUsize::new(0);
+    let seen_parked = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    thread::scope(|s| {
+        for t in 0..OWNERS {
+            let (set, owner_failures, done, published) = (&set, &owner_failures, &done, &published);
+            s.spawn(move || {
+                let mut fail = 0;
+                let mut ok = |r: bool| fail += usize::from(!r);
+                let pfn = |j: u64| j * OWNERS + t;
+                let mut hs = vec![Handle::from_raw(0); PER_OWNER as usize];
+                for round in 0..200u32 {
+                    let order = |j: u64| 2 * ((j as u32 + round) % 31);
+                    for j in 0..PER_OWNER {
+                        ok(set.insert(pfn(j), order(j)) == Ok(()));
+                    }
+                    for (j, h) in (0..PER_OWNER).zip(hs.iter_mut()) {
+                        let (p, o) = (pfn(j), order(j));
+                        match set.park(p, o) {
+                            Ok(got) => *h = got,
+                            Err(_) => ok(false),
+                        }
+                        published[p as usize].store(u64::from(h.raw()), Ordering::Relaxed);
+                        ok(set.get(p).is_none());
+                        ok(set.get_parked(p) == Some(o));
+                        ok(set.park(p, o) == Err(SetError::Missing));
+                        ok(set.remove(p, o) == Err(SetError::Missing));
+                        ok(set.unpark(*h, p, o + 2) == Err(SetError::Missing));
+                        let next = Handle::from_raw((h.raw() + 1) % 1024);
+                        ok(set.unpark(next, p, o) == Err(SetError::Missing));
+                        ok(set.drop_parked(next, p, o) == Err(SetError::Missing));
+                    }
+                    for (j, &h) in (0..PER_OWNER).zip(&hs) {
+                        let (p, o) = (pfn(j), order(j));
+                        ok(set.unpark(h, p, o) == Ok(()));
+                        ok(set.get(p) == Some(o));
+                        ok(set.unpark(h, p, o) == Err(SetError::Missing));
+                        ok(set.drop_parked(h, p, o) == Err(SetError::Missing));
+                    }
+                    for (j, &h) in (0..PER_OWNER).zip(&hs) {
+                        // A key never moves: parked again, it is at the same slot.
+                        ok(set.park(pfn(j), order(j)) == Ok(h));
+                    }
+                    for (j, &h) in (0..PER_OWNER).zip(&hs) {
+                        let (p, o) = (pfn(j), order(j));
+                        if (j + u64::from(round)) % 2 == 0 {
+                            ok(set.drop_parked(h, p, o) == Ok(()));
+                        } else {
+                            ok(set.unpark(h, p, o) == Ok(()));
+                            ok(set.remove(p, o) == Ok(()));
+                        }
+                        ok(set.drop_parked(h, p, o) == Err(SetError::Missing));
+                        ok(set.get(p).is_none() && set.get_parked(p).is_none());
+                    }
+                }
+                owner_failures.fetch_add(fail, Ordering::Relaxed);
+                done.fetch_add(1, Ordering::Release);
+            });
+        }
+        for t in 0..(THREADS as u64 - OWNERS) {
+            let (set, attacker_wins, attacks, seen_parked, done, published) = (
+                &set,
+                &attacker_wins,
+                &attacks,
+                &seen_parked,
+                &done,
+                &published,
+            );
+            s.spawn(move || {
+                let mut round = 0u32;
+                let mut wins = 0;
+                let mut n = 0;
+                let mut parked = 0;
+                while done.load(Ordering::Acquire) < OWNERS as usize {
+                    for p in 0..OWNERS * PER_OWNER {
+                        let o = 2 * ((p as u32 + round + t as u32) % 31) + 1;
+                        let h =
+                            Handle::from_raw(published[p as usize].load(Ordering::Relaxed) as u32);
+                        let odd = |r: Option<u32>| r.is_some_and(|o| o % 2 == 1);
+                        wins += usize::from(set.remove(p, o) != Err(SetError::Missing));
+                        wins += usize::from(set.park(p, o) != Err(SetError::Missing));
+                        wins += usize::from(set.unpark(h, p, o) != Err(SetError::Missing));
+                        wins += usize::from(set.drop_parked(h, p, o) != Err(SetError::Missing));
+                        wins += usize::from(odd(set.get(p)));
+                        let got = set.get_parked(p);
+                        wins += usize::from(odd(got));
+                        parked += usize::from(got.is_some());
+                        n += 1;
+                    }
+                    round += 1;
+                    // Leave the owners CPU time on a small machine.
+                    thread::yield_now();
+                }
+                attacker_wins.fetch_add(wins, Ordering::Relaxed);
+                attacks.fetch_add(n, Ordering::Relaxed);
+                seen_parked.fetch_add(parked, Ordering::Relaxed);
+            });
+        }
+    });
+    assert_eq!(owner_failures.load(Ordering::Relaxed), 0);
+    assert_eq!(attacker_wins.load(Ordering::Relaxed), 0);
+    assert!(attacks.load(Ordering::Relaxed) > 0);
+    // The attackers did meet parked pairs.
+    assert!(seen_parked.load(Ordering::Relaxed) > 0);
+    assert_eq!(set.count(), 0);
+    assert_eq!(set.parked(), 0);
+    assert!(mem
+        .iter()
+        .all(|s| matches!(s.load(Ordering::Relaxed), EMPTY | TOMB)));
+}
+
 // ---------------------------------------------------------------------------------------
 // Units.
 
@@ -948,10 +1604,12 @@ fn new_checks_its_storage() {
         let set = new_set(&mem);
         assert_eq!(set.slots(), len);
         assert_eq!(set.count(), 0);
+        assert_eq!(set.parked(), 0);
         assert_eq!(set.get(0), None);
+        assert_eq!(set.get_parked(0), None);
         // Any single non-empty slot is refused.
         for at in [0, 1, len / 2, len - 1] {
-            for v in [1, 64, key(3, 2), TOMB, TOMB - 1, 1 << 63] {
+            for v in [1, 64, key(3, 2), parked_key(3, 2), TOMB, TOMB - 1, PARKED] {
                 let mem = storage(len);
                 mem[at].store(v, Ordering::Relaxed);
                 assert_eq!(
@@ -968,18 +1626,70 @@ fn new_checks_its_storage() {
     };
     assert_eq!(vec.insert(1, 2), Ok(()));
     assert_eq!(vec.get(1), Some(2));
+    let Ok(h) = vec.park(1, 2) else {
+        panic!("park refused");
+    };
+    assert_eq!(vec.get_parked(1), Some(2));
+    assert_eq!(vec.unpark(h, 1, 2), Ok(()));
     let Ok(boxed) = LiveSet::new(storage(4).into_boxed_slice()) else {
         panic!("Box storage refused");
     };
     assert_eq!(boxed.slots(), 4);
     assert_eq!(boxed.remove(1, 2), Err(SetError::Missing));
+    assert_eq!(boxed.park(1, 2), Err(SetError::Missing));
+    // (More than 2^32 slots are refused too: see the unit test in `src/liveset.rs`, this
+    // would need 64 GiB.)
+}
+
+#[test]
+fn handles_are_slot_indices() {
+    // Usable in constants, and any `u32` round-trips.
+    const H: Handle = Handle::from_raw(7);
+    const RAW: u32 = H.raw();
+    assert_eq!(RAW, 7);
+    for raw in [0, 1, 1023, 1024, 1 << 31, u32::MAX - 1, u32::MAX] {
+        assert_eq!(Handle::from_raw(raw).raw(), raw);
+        assert_eq!(Handle::from_raw(raw), Handle::from_raw(raw));
+    }
+    assert_ne!(Handle::from_raw(1), Handle::from_raw(2));
+    // `park` returns the index of the slot that holds the parked key.
+    let mem = storage(16);
+    let set = new_set(&mem);
+    for p in 0..12u64 {
+        assert_eq!(set.insert(p << 12, 3), Ok(()));
+    }
+    for p in 0..12u64 {
+        let at = slot_of(&mem, key(p << 12, 3)).expect("stored");
+        assert_eq!(set.park(p << 12, 3), Ok(handle(at)));
+        assert_eq!(mem[at].load(Ordering::Relaxed), parked_key(p << 12, 3));
+    }
+    assert_eq!(set.count(), 0);
+    assert_eq!(set.parked(), 12);
+    // Out-of-range handles are refused, and nothing changes.
+    let before = snapshot(&mem);
+    for raw in [16, 17, 1024, u32::MAX] {
+        for p in 0..12u64 {
+            let h = Handle::from_raw(raw);
+            assert_eq!(set.unpark(h, p << 12, 3), Err(SetError::Missing));
+            assert_eq!(set.drop_parked(h, p << 12, 3), Err(SetError::Missing));
+        }
+    }
+    assert_eq!(snapshot(&mem), before);
 }
 
 #[test]
 fn keys_at_the_edges() {
-    // The largest key stays clear of TOMB and the pfn survives the shift.
-    assert!(key(MAX_PFN, MAX_ORDER) < TOMB);
+    // A live key never has `PARKED` set, the largest parked key stays clear of TOMB, and
+    // the pfn survives the shift.
+    assert_eq!(PARKED, 1 << 63);
+    assert_eq!(MAX_PFN, (1 << 57) - 2);
+    assert!(key(MAX_PFN, MAX_ORDER) < PARKED);
+    assert!(parked_key(MAX_PFN, MAX_ORDER) < TOMB);
+    assert_eq!(parked_key(MAX_PFN, MAX_ORDER), TOMB - 64);
     assert_eq!(key(MAX_PFN, MAX_ORDER) >> 6, MAX_PFN);
+    assert_eq!((parked_key(MAX_PFN, MAX_ORDER) & !PARKED) >> 6, MAX_PFN);
+    // One pfn more and the parked key of the largest order would be TOMB.
+    assert_eq!(parked_key(MAX_PFN + 1, MAX_ORDER), TOMB);
     const { assert!(MAX_ORDER < 63) };
     let mem = storage(4);
     let set = new_set(&mem);
@@ -987,57 +1697,262 @@ fn keys_at_the_edges() {
         for order in 0..=MAX_ORDER {
             assert_eq!(set.insert(pfn, order), Ok(()), "insert({pfn:#x}, {order})");
             assert_eq!(set.count(), 1);
+            assert_eq!(set.parked(), 0);
             assert_eq!(set.get(pfn), Some(order), "get({pfn:#x}) of order {order}");
-            let at = mem
-                .iter()
-                .filter(|s| s.load(Ordering::Relaxed) == key(pfn, order))
-                .count();
-            assert_eq!(at, 1, "({pfn:#x}, {order}) stored as its key");
+            assert_eq!(set.get_parked(pfn), None);
+            let at = slot_of(&mem, key(pfn, order)).expect("stored as its key");
             assert_eq!(set.remove(pfn, order ^ 1), Err(SetError::Missing));
+            assert_eq!(set.park(pfn, order ^ 1), Err(SetError::Missing));
+            // Live: neither unparked nor dropped, even at its own slot.
+            let h = handle(at);
+            assert_eq!(set.unpark(h, pfn, order), Err(SetError::Missing));
+            assert_eq!(set.drop_parked(h, pfn, order), Err(SetError::Missing));
+            assert_eq!(set.park(pfn, order), Ok(h), "park({pfn:#x}, {order})");
+            assert_eq!(mem[at].load(Ordering::Relaxed), parked_key(pfn, order));
+            assert!(parked_key(pfn, order) < TOMB);
+            assert_eq!((set.count(), set.parked()), (0, 1));
+            assert_eq!(set.get(pfn), None);
+            assert_eq!(set.get_parked(pfn), Some(order));
+            // Parked: not parked again, not removed, not touched with another order or
+            // at another slot.
+            assert_eq!(set.park(pfn, order), Err(SetError::Missing));
+            assert_eq!(set.remove(pfn, order), Err(SetError::Missing));
+            assert_eq!(set.remove(pfn, order ^ 1), Err(SetError::Missing));
+            assert_eq!(set.unpark(h, pfn, order ^ 1), Err(SetError::Missing));
+            assert_eq!(set.drop_parked(h, pfn, order ^ 1), Err(SetError::Missing));
+            let other = handle((at + 1) % 4);
+            assert_eq!(set.unpark(other, pfn, order), Err(SetError::Missing));
+            assert_eq!(set.drop_parked(other, pfn, order), Err(SetError::Missing));
+            assert_eq!(mem[at].load(Ordering::Relaxed), parked_key(pfn, order));
+            assert_eq!(set.unpark(h, pfn, order), Ok(()));
+            assert_eq!(mem[at].load(Ordering::Relaxed), key(pfn, order));
+            assert_eq!(set.get(pfn), Some(order));
+            assert_eq!(set.park(pfn, order), Ok(h));
+            assert_eq!(set.drop_parked(h, pfn, order), Ok(()));
+            assert_eq!(mem[at].load(Ordering::Relaxed), TOMB);
+            assert_eq!(set.drop_parked(h, pfn, order), Err(SetError::Missing));
+            assert_eq!(set.unpark(h, pfn, order), Err(SetError::Missing));
+            assert_eq!((set.count(), set.parked()), (0, 0));
+            assert_eq!(set.get(pfn), None);
+            assert_eq!(set.get_parked(pfn), None);
+            // And the plain live cycle.
+            assert_eq!(set.insert(pfn, order), Ok(()));
             assert_eq!(set.remove(pfn, order), Ok(()), "remove({pfn:#x}, {order})");
             assert_eq!(set.remove(pfn, order), Err(SetError::Missing));
             assert_eq!(set.get(pfn), None);
             assert_eq!(set.count(), 0);
         }
     }
-    // Both extremes live at once, and their neighbours out of range.
+    // Every slot is a tombstone now: the pfn whose parked key of the largest order would
+    // be TOMB must not unpark or drop one.
+    assert!(mem.iter().all(|s| s.load(Ordering::Relaxed) == TOMB));
+    for at in 0..4 {
+        assert_eq!(
+            set.unpark(handle(at), MAX_PFN + 1, MAX_ORDER),
+            Err(SetError::Missing)
+        );
+        assert_eq!(
+            set.drop_parked(handle(at), MAX_PFN + 1, MAX_ORDER),
+            Err(SetError::Missing)
+        );
+    }
+    assert!(mem.iter().all(|s| s.load(Ordering::Relaxed) == TOMB));
+    // Both extremes live or parked at once, and their neighbours out of range.
     assert_eq!(set.insert(0, 0), Ok(()));
     assert_eq!(set.insert(MAX_PFN, MAX_ORDER), Ok(()));
     assert_eq!(set.get(0), Some(0));
+    let Ok(top) = set.park(MAX_PFN, MAX_ORDER) else {
+        panic!("park(MAX_PFN, MAX_ORDER) refused");
+    };
+    assert_eq!(
+        mem[top.raw() as usize].load(Ordering::Relaxed),
+        parked_key(MAX_PFN, MAX_ORDER)
+    );
+    assert_eq!(set.get_parked(MAX_PFN), Some(MAX_ORDER));
     assert_eq!(set.remove(0, 0), Ok(()));
     assert_eq!(set.get(0), None);
+    assert_eq!(set.unpark(top, MAX_PFN, MAX_ORDER), Ok(()));
     assert_eq!(set.get(MAX_PFN), Some(MAX_ORDER));
-    for bad in [MAX_PFN + 1, MAX_PFN + 2, 1 << 58, 1 << 63, u64::MAX] {
+    for bad in [
+        MAX_PFN + 1,
+        MAX_PFN + 2,
+        1 << 57,
+        1 << 58,
+        1 << 63,
+        u64::MAX,
+    ] {
         assert_eq!(set.insert(bad, 0), Err(SetError::InvalidArgument));
         assert_eq!(set.remove(bad, 0), Err(SetError::Missing));
+        assert_eq!(set.park(bad, 0), Err(SetError::Missing));
+        assert_eq!(set.park(bad, MAX_ORDER), Err(SetError::Missing));
         assert_eq!(set.get(bad), None);
+        assert_eq!(set.get_parked(bad), None);
+        // Aliases of MAX_PFN's key.
+        assert_eq!(set.remove(bad | MAX_PFN, MAX_ORDER), Err(SetError::Missing));
+        assert_eq!(set.park(bad | MAX_PFN, MAX_ORDER), Err(SetError::Missing));
+        assert_eq!(set.get(bad | MAX_PFN), None);
+        for at in 0..4 {
+            for order in [0, MAX_ORDER] {
+                assert_eq!(set.unpark(handle(at), bad, order), Err(SetError::Missing));
+                assert_eq!(
+                    set.drop_parked(handle(at), bad, order),
+                    Err(SetError::Missing)
+                );
+            }
+        }
     }
     for bad in [MAX_ORDER + 1, MAX_ORDER + 2, 64, u32::MAX] {
         assert_eq!(set.insert(5, bad), Err(SetError::InvalidArgument));
         assert_eq!(set.insert(MAX_PFN + 1, bad), Err(SetError::InvalidArgument));
         assert_eq!(set.remove(MAX_PFN, bad), Err(SetError::Missing));
+        assert_eq!(set.park(MAX_PFN, bad), Err(SetError::Missing));
     }
     assert_eq!(set.count(), 1);
+    assert_eq!(set.parked(), 0);
     assert_eq!(set.remove(MAX_PFN, MAX_ORDER), Ok(()));
     assert_eq!(set.count(), 0);
 }
 
-/// Storage shared with the set (`LiveSet<&[AtomicU64]>`) can be overwritten behind its
-/// back with values that are not keys: no operation may panic on them.
+/// A double free of a parked pair (`remove` or `park` of its pfn) stops at the pair's
+/// slot: it is refused even in a table with no empty slot, whatever the order, and
+/// `get`/`get_parked` of the pfn stop there too (checked directly with forged slots).
 #[test]
-fn garbage_slots_do_not_panic() {
-    for v in [64u64, 5 << 6, 1 << 63, TOMB - 63] {
+fn parked_pfn_stops_the_probe() {
+    let mem = storage(8);
+    let set = new_set(&mem);
+    // Fill the table, then turn every other key into a tombstone and park the rest.
+    let pfns: Vec<u64> = (0..8u64).map(|i| i << 20).collect();
+    for &p in &pfns {
+        assert_eq!(set.insert(p, 4), Ok(()));
+    }
+    let mut hs = Vec::new();
+    for (i, &p) in pfns.iter().enumerate() {
+        if i % 2 == 0 {
+            assert_eq!(set.remove(p, 4), Ok(()));
+        } else {
+            let Ok(h) = set.park(p, 4) else {
+                panic!("park({p:#x}) refused");
+            };
+            hs.push((p, h));
+        }
+    }
+    assert!(mem.iter().all(|s| s.load(Ordering::Relaxed) != EMPTY));
+    let before = snapshot(&mem);
+    for &(p, h) in &hs {
+        for o in [0, 3, 4, 5, MAX_ORDER] {
+            assert_eq!(set.remove(p, o), Err(SetError::Missing));
+            assert_eq!(set.park(p, o), Err(SetError::Missing));
+        }
+        assert_eq!(set.get(p), None);
+        assert_eq!(set.get_parked(p), Some(4));
+        assert_eq!(
+            h.raw() as usize,
+            slot_of(&mem, parked_key(p, 4)).expect("parked")
+        );
+    }
+    assert_eq!(snapshot(&mem), before);
+    assert_eq!((set.count(), set.parked()), (0, 4));
+    for &(p, h) in &hs {
+        assert_eq!(set.unpark(h, p, 4), Ok(()));
+    }
+    assert_eq!((set.count(), set.parked()), (4, 0));
+
+    // White box: a second key of the same pfn forged right behind the first (which the
+    // caller contract rules out) is never reached: lookups, removals and parks of the pfn
+    // stop at the first key, live or parked, whatever its order.
+    let p = 12345u64;
+    for (first_parked, forged) in [
+        (false, key(p, 4)),
+        (false, parked_key(p, 3)),
+        (false, parked_key(p, 4)),
+        (true, key(p, 3)),
+        (true, key(p, 4)),
+        (true, parked_key(p, 4)),
+    ] {
+        let mem = storage(8);
+        let set = new_set(&mem);
+        assert_eq!(set.insert(p, 3), Ok(()));
+        let at = slot_of(&mem, key(p, 3)).expect("stored");
+        if first_parked {
+            assert_eq!(set.park(p, 3), Ok(handle(at)));
+        }
+        mem[(at + 1) % 8].store(forged, Ordering::Relaxed);
+        let before = snapshot(&mem);
+        for o in [3, 4] {
+            let what = format!("first parked {first_parked}, forged {forged:#x}, order {o}");
+            if !first_parked && o == 3 {
+                continue;
+            }
+            assert_eq!(set.remove(p, o), Err(SetError::Missing), "{what}");
+            assert_eq!(set.park(p, o), Err(SetError::Missing), "{what}");
+        }
+        let (live, par) = if first_parked {
+            (None, Some(3))
+        } else {
+            (Some(3), None)
+        };
+        assert_eq!(set.get(p), live);
+        assert_eq!(set.get_parked(p), par);
+        assert_eq!(snapshot(&mem), before);
+    }
+}
+
+/// Storage shared with the set (`LiveSet<&[AtomicU64]>`) can be overwritten behind its
+/// back with values that the set never writes (order bits 0, or a pfn above `MAX_PFN`,
+/// live or parked): no operation may panic on them, they count as neither live nor
+/// parked, and no operation matches or changes them.
+#[test]
+fn foreign_slots_do_not_panic() {
+    let foreign = [
+        64u64,
+        5 << 6,
+        PARKED,
+        PARKED | 64,
+        PARKED | 5 << 6,
+        TOMB - 63,
+        TOMB - 1,
+        (MAX_PFN + 1) << 6 | 5,
+        PARKED | (MAX_PFN + 1) << 6 | 5,
+        PARKED - 1,
+    ];
+    for v in foreign {
         let mem = storage(8);
         let set = new_set(&mem);
         for s in &mem {
             s.store(v, Ordering::Relaxed);
         }
-        let pfn = v >> 6;
-        assert!(set.get(pfn).is_none_or(|o| o <= MAX_ORDER));
-        assert!(set.get(0).is_none_or(|o| o <= MAX_ORDER));
-        assert_eq!(set.remove(pfn, 0), Err(SetError::Missing));
+        let pfn = (v & !PARKED) >> 6;
+        let order = ((v & 63) as u32).saturating_sub(1);
+        for p in [pfn, pfn & MAX_PFN, 0, 1, 5] {
+            assert_eq!(set.get(p), None, "{v:#x}: get({p:#x})");
+            assert_eq!(set.get_parked(p), None, "{v:#x}: get_parked({p:#x})");
+            for o in [0, order, MAX_ORDER] {
+                assert_eq!(set.remove(p, o), Err(SetError::Missing));
+                assert_eq!(set.park(p, o), Err(SetError::Missing));
+                for at in 0..8 {
+                    let h = handle(at);
+                    assert_eq!(set.unpark(h, p, o), Err(SetError::Missing), "{v:#x}");
+                    assert_eq!(set.drop_parked(h, p, o), Err(SetError::Missing));
+                }
+            }
+        }
         assert!(set.insert(pfn, 0).is_err());
         assert_eq!(set.insert(0, 0), Err(SetError::Full));
-        assert_eq!(set.count(), 8);
+        assert_eq!((set.count(), set.parked()), (0, 0), "{v:#x}");
+        assert!(mem.iter().all(|s| s.load(Ordering::Relaxed) == v));
     }
+    // Mixed with real keys: only those count.
+    let mem = storage(8);
+    let set = new_set(&mem);
+    assert_eq!(set.insert(1, 1), Ok(()));
+    assert_eq!(set.insert(2, 2), Ok(()));
+    assert!(set.park(2, 2).is_ok());
+    for (s, v) in mem
+        .iter()
+        .filter(|s| s.load(Ordering::Relaxed) == EMPTY)
+        .zip(foreign)
+    {
+        s.store(v, Ordering::Relaxed);
+    }
+    assert_eq!((set.count(), set.parked()), (1, 1));
 }
