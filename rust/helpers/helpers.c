@@ -7,6 +7,7 @@
  */
 
 #include <kunit/test.h>
+#include <linux/cpu.h>
 #include <linux/cpumask.h>
 #include <linux/irqflags.h>
 #include <linux/iova.h>
@@ -133,6 +134,17 @@ __rust_helper void *rust_helper_aikrs_this_cpu_ptr_irqsave(void __percpu *p,
 {
 	local_irq_save(*flags);
 	return this_cpu_ptr(p);
+}
+
+/* cpus_read_lock() is a static inline without CONFIG_HOTPLUG_CPU. */
+__rust_helper void rust_helper_aikrs_cpus_read_lock(void)
+{
+	cpus_read_lock();
+}
+
+__rust_helper void rust_helper_aikrs_cpus_read_unlock(void)
+{
+	cpus_read_unlock();
 }
 
 __rust_helper void *rust_helper_aikrs_this_cpu_ptr_preempt(void __percpu *p)

@@ -258,6 +258,9 @@ fn caches(t: &Test) -> Result {
     // nothing went back to the tree.
     aikrs_expect_eq!(t, st.cached, 301);
     aikrs_expect_eq!(t, st.tree.allocated_pages, 300 * 4 + 512);
+    // Every cached range is parked in the live set, nothing else is in it.
+    aikrs_expect_eq!(t, st.parked, 301);
+    aikrs_expect_eq!(t, st.live, 0);
     // Served from the caches again, then all back to the tree.
     let mut v = KVec::new();
     for _ in 0..300 {
@@ -273,6 +276,37 @@ fn caches(t: &Test) -> Result {
     aikrs_expect_eq!(t, st.cached, 0);
     aikrs_expect_eq!(t, st.tree.free_pages, span);
     aikrs_expect_eq!(t, st.tree.free_blocks, 1);
+    aikrs_expect_eq!(t, (st.live, st.parked, st.lost), (0, 0, 0));
+
+    // This CPU's cache in use (as an interrupt arriving mid-section finds it; no
+    // migration inside): a free goes straight to the tree, an allocation comes from the
+    // tree, and both still validate.
+    let p = d.alloc(8, limit)?;
+    let busy = d.with_cache_busy(|| {
+        let freed = d.free(p, 8);
+        let again = d.free(p, 8);
+        let q = d.alloc(8, limit);
+        (freed, again, q)
+    });
+    aikrs_expect!(t, busy.is_some());
+    if let Some((freed, again, q)) = busy {
+        aikrs_expect_eq!(t, freed, Ok(()));
+        aikrs_expect_eq!(
+            t,
+            again,
+            Err(EINVAL),
+            "double free while the cache was busy"
+        );
+        aikrs_expect!(t, q.is_ok());
+        if let Ok(q) = q {
+            aikrs_expect_eq!(t, d.stats().live, 1);
+            d.free(q, 8)?;
+        }
+    }
+    d.drain();
+    let st = d.stats();
+    aikrs_expect_eq!(t, st.tree.free_pages, span);
+    aikrs_expect_eq!(t, (st.live, st.parked, st.lost), (0, 0, 0));
 
     // Storage sized for 4 live allocations: the fifth and later fail cleanly.
     let small = domain(start, limit, 4, true)?;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Per-CPU data (C `alloc_percpu`, `this_cpu_ptr`, `per_cpu_ptr`, `on_each_cpu`).
+//! Per-CPU data (C `alloc_percpu`, `this_cpu_ptr`, `per_cpu_ptr`, `smp_call_on_cpu`).
 //!
 //! Linux 6.12's `kernel` crate has no per-CPU abstraction. [`PerCpu`] gives each CPU its
 //! own `T` and hands out `&mut T` only where that is exclusive:
@@ -184,8 +184,8 @@ impl<T: ZeroInit + Copy> PerCpu<T> {
     }
 
     /// Runs `f` on every online CPU's value, one CPU after the other, each on its own CPU
-    /// in process context (`smp_call_on_cpu`: a kworker bound to it), so never in the
-    /// middle of a [`with_local`](Self::with_local) or
+    /// in process context (`smp_call_on_cpu`: a kworker bound to it, with CPU hotplug held
+    /// off), so never in the middle of a [`with_local`](Self::with_local) or
     /// [`with_local_preempt`](Self::with_local_preempt) section on that CPU.
     ///
     /// Must be called from process context (it sleeps) without holding a lock that `f`
@@ -208,10 +208,13 @@ impl<T: ZeroInit + Copy> PerCpu<T> {
             0
         }
         let ctx = Ctx { pc: self, f };
+        // Hold off CPU hotplug: each work item then runs on the CPU it was queued for,
+        // and the set of online CPUs stays what we iterate over.
+        // SAFETY: Process context (documented); released below.
+        unsafe { bindings::aikrs_cpus_read_lock() };
         for cpu in super::cpu::online_cpus() {
             // SAFETY: `tramp::<T>` matches the callback type; `ctx` outlives the call,
-            // which waits for the function to return. A CPU that went offline meanwhile
-            // is skipped (`-ENXIO`), as `on_each_cpu` would.
+            // which waits for the function to return.
             unsafe {
                 bindings::smp_call_on_cpu(
                     cpu,
@@ -221,6 +224,8 @@ impl<T: ZeroInit + Copy> PerCpu<T> {
                 )
             };
         }
+        // SAFETY: Taken above.
+        unsafe { bindings::aikrs_cpus_read_unlock() };
     }
 }
 
