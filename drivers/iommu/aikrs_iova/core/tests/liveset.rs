@@ -1134,6 +1134,24 @@ fn round_pairs(round: u32) -> Vec<(u64, u32)> {
         .collect()
 }
 
+/// Runs `f(i, pfn, order)` over the `KEYS` pairs of `round` in thread `t`'s order: in
+/// even rounds in lockstep (every thread waits at `barrier` before each key, then
+/// jitters), in odd rounds freely, odd threads backwards.
+fn race_keys(t: usize, round: u32, barrier: &SpinBarrier, mut f: impl FnMut(usize, u64, u32)) {
+    let pairs = round_pairs(round);
+    let lockstep = round.is_multiple_of(2);
+    let backwards = !lockstep && t % 2 == 1;
+    for i in 0..KEYS {
+        let i = if backwards { KEYS - 1 - i } else { i };
+        let (p, o) = pairs[i];
+        if lockstep {
+            barrier.wait();
+            jitter(t as u64, round, i);
+        }
+        f(i, p, o);
+    }
+}
+
 /// All threads remove every key of the round at once: in even rounds in lockstep (all
 /// start each removal together), in odd rounds freely, odd threads backwards. Exactly
 /// one removal of each key succeeds.
@@ -1159,23 +1177,12 @@ fn threads_racing_removals() {
             }
         },
         |t, round, barrier| {
-            let pairs = round_pairs(round);
-            let lockstep = round % 2 == 0;
-            let backwards = !lockstep && t % 2 == 1;
-            for i in 0..KEYS {
-                let i = if backwards { KEYS - 1 - i } else { i };
-                let (p, o) = pairs[i];
-                if lockstep {
-                    barrier.wait();
-                    jitter(t as u64, round, i);
+            race_keys(t, round, barrier, |i, p, o| match set.remove(p, o) {
+                Ok(()) => {
+                    wins[i].fetch_add(1, Ordering::Relaxed);
                 }
-                match set.remove(p, o) {
-                    Ok(()) => {
-                        wins[i].fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => fail(e != SetError::Missing),
-                }
-            }
+                Err(e) => fail(e != SetError::Missing),
+            });
         },
         |round| {
             for (w, &(p, _)) in wins.iter().zip(&round_pairs(round)) {
@@ -1343,16 +1350,7 @@ fn threads_racing_parks_and_removals() {
             }
         },
         |t, round, barrier| {
-            let pairs = round_pairs(round);
-            let lockstep = round % 2 == 0;
-            let backwards = !lockstep && t % 2 == 1;
-            for i in 0..KEYS {
-                let i = if backwards { KEYS - 1 - i } else { i };
-                let (p, o) = pairs[i];
-                if lockstep {
-                    barrier.wait();
-                    jitter(t as u64, round, i);
-                }
+            race_keys(t, round, barrier, |i, p, o| {
                 let won = if (t + i + round as usize) % 3 == 1 {
                     let r = set.remove(p, o);
                     fail(r.is_err_and(|e| e != SetError::Missing));
@@ -1376,7 +1374,7 @@ fn threads_racing_parks_and_removals() {
                 if won {
                     wins[i].fetch_add(1, Ordering::Relaxed);
                 }
-            }
+            });
         },
         |round| {
             for (i, &(p, o)) in round_pairs(round).iter().enumerate() {
