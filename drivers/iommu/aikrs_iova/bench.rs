@@ -11,7 +11,7 @@
 
 use crate::domain::{Config, Domain};
 use crate::rng::Rng;
-use core::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use kernel::aikrs::{
     cpu,
     debugfs::{Counters, Dir},
@@ -148,7 +148,7 @@ fn fixed_steady(b: Backend<'_>, size: u64, live: &mut [u64], steps: u32, seed: u
 /// contended baseline cannot stretch the run); returns (total ops/s, CPUs).
 fn time_all_cpus(b: Backend<'_>, size: u64, millis: i64) -> Result<(u64, u32)> {
     let n = cpu::num_online_cpus();
-    let ready = AtomicU32::new(0);
+    let start = kthread::StartBarrier::new(n);
     let t_start = AtomicI64::new(i64::MAX);
     let t_end = AtomicI64::new(0);
     let ops = AtomicU64::new(0);
@@ -156,13 +156,7 @@ fn time_all_cpus(b: Backend<'_>, size: u64, millis: i64) -> Result<(u64, u32)> {
         let mut live = [0u64; W_CPU];
         let mut rng = Rng::new(u64::from(cpu_id) << 32 | 0x1357);
         fill(b, size, &mut live);
-        // Start together. Yield while waiting: the task still waking the other threads
-        // may be waiting for this CPU (a non-preemptible kernel stalled here once).
-        ready.fetch_add(1, Ordering::AcqRel);
-        while ready.load(Ordering::Acquire) < n {
-            cpu::cond_resched();
-            cpu::cpu_relax();
-        }
+        start.wait();
         let t0 = cpu::ktime_ns();
         let deadline = t0 + millis * 1_000_000;
         let mut o = 0;

@@ -401,17 +401,11 @@ fn stress(t: &Test) -> Result {
     let contract = AtomicU64::new(0);
     let errors = AtomicU64::new(0);
     let ops = AtomicU64::new(0);
-    let threads = AtomicU32::new(0);
+    let line = kthread::StartBarrier::new(kernel::aikrs::cpu::num_online_cpus());
 
-    let cpus = kernel::aikrs::cpu::num_online_cpus();
     let work = |cpu: u32| {
         // Start together, so that the threads really overlap.
-        threads.fetch_add(1, Ordering::AcqRel);
-        while threads.load(Ordering::Acquire) < cpus {
-            // Yield while waiting (see `cpu::cond_resched`).
-            kernel::aikrs::cpu::cond_resched();
-            kernel::aikrs::cpu::cpu_relax();
-        }
+        line.wait();
         let id = cpu + 1;
         let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15 ^ (u64::from(cpu) << 32 | 1));
         let mut live: KVec<(u64, u64)> = match KVec::with_capacity(64, GFP_KERNEL) {
@@ -480,7 +474,7 @@ fn stress(t: &Test) -> Result {
     };
     kthread::run_on_each_online_cpu(&work)?;
 
-    let n = threads.load(Ordering::Relaxed);
+    let n = line.arrived();
     aikrs_expect!(t, n >= 2, "stress ran on {n} CPU(s); it needs at least 2");
     aikrs_expect_eq!(t, overlaps.load(Ordering::Relaxed), 0);
     aikrs_expect_eq!(t, contract.load(Ordering::Relaxed), 0);

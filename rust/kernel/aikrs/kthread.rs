@@ -98,3 +98,38 @@ pub fn run_on_each_online_cpu(f: &(dyn Fn(u32) + Sync)) -> Result {
     }
     result
 }
+
+/// A start line for the threads of [`run_on_each_online_cpu`], so that they really run at
+/// the same time: each calls [`StartBarrier::wait`], which returns once `n` have arrived.
+///
+/// Waiters spin, yielding with `cond_resched()`: on a kernel without full preemption the
+/// task still waking the other threads may be waiting for the spinning thread's CPU (a
+/// 4-vCPU benchmark boot stalled that way once).
+pub struct StartBarrier {
+    arrived: AtomicU32,
+    n: u32,
+}
+
+impl StartBarrier {
+    /// A barrier for `n` threads (usually `cpu::num_online_cpus()`).
+    pub const fn new(n: u32) -> Self {
+        Self {
+            arrived: AtomicU32::new(0),
+            n,
+        }
+    }
+
+    /// How many threads have arrived so far.
+    pub fn arrived(&self) -> u32 {
+        self.arrived.load(Ordering::Acquire)
+    }
+
+    /// Arrives and waits for the others. Process context only (it may schedule).
+    pub fn wait(&self) {
+        self.arrived.fetch_add(1, Ordering::AcqRel);
+        while self.arrived.load(Ordering::Acquire) < self.n {
+            super::cpu::cond_resched();
+            super::cpu::cpu_relax();
+        }
+    }
+}
