@@ -1441,9 +1441,12 @@ fn threads_park_churn() {
     let attacks = AtomicUsize::new(0);
     let seen_parked = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
+    // Full attacker passes over all pfns, so owners can wait for one.
+    let passes = AtomicUsize::new(0);
     thread::scope(|s| {
         for t in 0..OWNERS {
-            let (set, owner_failures, done, published) = (&set, &owner_failures, &done, &published);
+            let (set, owner_failures, done, published, passes) =
+                (&set, &owner_failures, &done, &published, &passes);
             s.spawn(move || {
                 let mut fail = 0;
                 let mut ok = |r: bool| fail += usize::from(!r);
@@ -1469,6 +1472,16 @@ fn threads_park_churn() {
                         let next = Handle::from_raw((h.raw() + 1) % 1024);
                         ok(set.unpark(next, p, o) == Err(SetError::Missing));
                         ok(set.drop_parked(next, p, o) == Err(SetError::Missing));
+                    }
+                    if round % 50 == 0 {
+                        // Some rounds hold their pairs parked until a whole attacker pass
+                        // has begun and ended, so the attackers surely meet parked pairs
+                        // however the threads are scheduled (a loaded CI machine may
+                        // otherwise run every owner to the end before an attacker starts).
+                        let seen = passes.load(Ordering::Acquire);
+                        while passes.load(Ordering::Acquire) < seen + 2 {
+                            thread::yield_now();
+                        }
                     }
                     for (j, &h) in (0..PER_OWNER).zip(&hs) {
                         let (p, o) = (pfn(j), order(j));
@@ -1498,13 +1511,14 @@ fn threads_park_churn() {
             });
         }
         for t in 0..(THREADS as u64 - OWNERS) {
-            let (set, attacker_wins, attacks, seen_parked, done, published) = (
+            let (set, attacker_wins, attacks, seen_parked, done, published, passes) = (
                 &set,
                 &attacker_wins,
                 &attacks,
                 &seen_parked,
                 &done,
                 &published,
+                &passes,
             );
             s.spawn(move || {
                 let mut round = 0u32;
@@ -1528,6 +1542,7 @@ fn threads_park_churn() {
                         n += 1;
                     }
                     round += 1;
+                    passes.fetch_add(1, Ordering::Release);
                     // Leave the owners CPU time on a small machine.
                     thread::yield_now();
                 }
