@@ -10,10 +10,15 @@
 #include <kunit/test.h>
 #include <linux/debugfs.h>
 #include <linux/delay.h>
+#include <linux/hmm.h>
 #include <linux/iova.h>
 #include <linux/kthread.h>
+#include <linux/memremap.h>
+#include <linux/migrate.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
+#include <linux/mmu_notifier.h>
+#include <linux/mutex.h>
 #include <linux/percpu.h>
 #include <linux/sched.h>
 #include <linux/smp.h>

@@ -9,10 +9,16 @@
 #include <kunit/test.h>
 #include <linux/cpu.h>
 #include <linux/cpumask.h>
+#include <linux/highmem.h>
+#include <linux/hmm.h>
 #include <linux/irqflags.h>
 #include <linux/iova.h>
 #include <linux/kthread.h>
+#include <linux/memremap.h>
 #include <linux/mm.h>
+#include <linux/mmu_notifier.h>
+#include <linux/sched/mm.h>
+#include <linux/version.h>
 #include <linux/vmalloc.h>
 #include <linux/percpu.h>
 #include <linux/sched/task.h>
@@ -259,3 +265,127 @@ __rust_helper void *rust_helper_aikrs_vmap(struct page **pages, unsigned int cou
 {
 	return vmap(pages, count, VM_MAP, PAGE_KERNEL);
 }
+
+#if IS_ENABLED(CONFIG_HMM_MIRROR)
+/* kernel::aikrs::hmm: the address space of the calling process (NULL in a kthread). */
+__rust_helper struct mm_struct *rust_helper_aikrs_current_mm(void)
+{
+	return current->mm;
+}
+
+__rust_helper bool rust_helper_aikrs_mmget_not_zero(struct mm_struct *mm)
+{
+	return mmget_not_zero(mm);
+}
+
+__rust_helper void rust_helper_aikrs_mmap_read_lock(struct mm_struct *mm)
+{
+	mmap_read_lock(mm);
+}
+
+__rust_helper void rust_helper_aikrs_mmap_read_unlock(struct mm_struct *mm)
+{
+	mmap_read_unlock(mm);
+}
+
+__rust_helper struct mm_struct *
+rust_helper_aikrs_mni_mm(struct mmu_interval_notifier *mni)
+{
+	return mni->mm;
+}
+
+__rust_helper bool
+rust_helper_aikrs_mni_read_retry(struct mmu_interval_notifier *mni,
+				 unsigned long seq)
+{
+	return mmu_interval_read_retry(mni, seq);
+}
+
+__rust_helper void rust_helper_aikrs_mni_set_seq(struct mmu_interval_notifier *mni,
+						 unsigned long cur_seq)
+{
+	mmu_interval_set_seq(mni, cur_seq);
+}
+
+__rust_helper bool
+rust_helper_aikrs_mn_range_blockable(const struct mmu_notifier_range *range)
+{
+	return mmu_notifier_range_blockable(range);
+}
+
+/* One lock class for every mirror lock (mutex_init is a macro). */
+__rust_helper void rust_helper_aikrs_mutex_init(struct mutex *lock)
+{
+	mutex_init(lock);
+}
+
+__rust_helper void rust_helper_aikrs_mutex_lock(struct mutex *lock)
+{
+	mutex_lock(lock);
+}
+
+__rust_helper bool rust_helper_aikrs_mutex_trylock(struct mutex *lock)
+{
+	return mutex_trylock(lock);
+}
+
+__rust_helper void rust_helper_aikrs_mutex_unlock(struct mutex *lock)
+{
+	mutex_unlock(lock);
+}
+
+__rust_helper unsigned int rust_helper_aikrs_memalloc_noreclaim_save(void)
+{
+	return memalloc_noreclaim_save();
+}
+
+__rust_helper void rust_helper_aikrs_memalloc_noreclaim_restore(unsigned int flags)
+{
+	memalloc_noreclaim_restore(flags);
+}
+
+/* The page frame of an hmm_range_fault() output entry (the flag bits differ by version). */
+__rust_helper unsigned long rust_helper_aikrs_hmm_pfn_to_pfn(unsigned long hmm_pfn)
+{
+	return page_to_pfn(hmm_pfn_to_page(hmm_pfn));
+}
+
+__rust_helper unsigned int rust_helper_aikrs_hmm_pfn_order(unsigned long hmm_pfn)
+{
+	return hmm_pfn_to_map_order(hmm_pfn);
+}
+
+__rust_helper bool rust_helper_aikrs_is_zero_pfn(unsigned long pfn)
+{
+	return is_zero_pfn(pfn);
+}
+
+/*
+ * The owner (dev_pagemap.owner) of a device-private page frame, NULL for any
+ * other page.
+ */
+__rust_helper void *rust_helper_aikrs_pfn_device_private_owner(unsigned long pfn)
+{
+	struct page *page = pfn_to_page(pfn);
+
+	if (!is_device_private_page(page))
+		return NULL;
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 14, 0)
+	return page_pgmap(page)->owner;
+#else
+	return page->pgmap->owner;
+#endif
+}
+
+__rust_helper void rust_helper_aikrs_copy_from_pfn(void *dst, unsigned long pfn,
+						   size_t len)
+{
+	memcpy_from_page(dst, pfn_to_page(pfn), 0, len);
+}
+
+__rust_helper void rust_helper_aikrs_copy_to_pfn(unsigned long pfn, const void *src,
+						 size_t len)
+{
+	memcpy_to_page(pfn_to_page(pfn), 0, src, len);
+}
+#endif

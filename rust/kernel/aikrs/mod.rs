@@ -15,6 +15,8 @@ pub mod cpu;
 pub mod debugfs;
 #[cfg(CONFIG_AIKRS_DRM_SCHED)]
 pub mod fence;
+#[cfg(CONFIG_HMM_MIRROR)]
+pub mod hmm;
 #[cfg(CONFIG_IOMMU_IOVA)]
 pub mod iova;
 pub mod kthread;

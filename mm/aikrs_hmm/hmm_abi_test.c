@@ -1,0 +1,277 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Guest test of the ai-kernel-rs HMM mirror devices /dev/aikrs_hmm0 and 1 (KTAP):
+ * bad input, the device node closed while a mirror is in use, the mirrored process
+ * exiting first, and invalidation (what the device reads after the CPU side
+ * changed). hmm_selftest_test.c runs the kernel's own hmm-tests; this covers what
+ * they do not. Any oops, WARN or leak report in the kernel log fails the guest run
+ * (scripts/guest.sh).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <lib/test_hmm_uapi.h>
+
+#define PAGE 4096UL
+
+static int ntest, nfail;
+
+static void result(int ok, const char *name)
+{
+	ntest++;
+	if (!ok)
+		nfail++;
+	printf("%s %d %s\n", ok ? "ok" : "not ok", ntest, name);
+	fflush(stdout);
+}
+
+static int dev_open(int unit)
+{
+	char path[64];
+	int fd;
+
+	snprintf(path, sizeof(path), "/dev/aikrs_hmm%d", unit);
+	fd = open(path, O_RDWR);
+	if (fd < 0) {
+		printf("# open %s: %s\n", path, strerror(errno));
+		exit(1);
+	}
+	return fd;
+}
+
+/* The ioctl's result: 0 or -errno. */
+static int cmd(int fd, unsigned long req, uint64_t addr, void *ptr, uint64_t npages,
+	       struct hmm_dmirror_cmd *out)
+{
+	struct hmm_dmirror_cmd c = { .addr = addr, .ptr = (uintptr_t)ptr, .npages = npages };
+
+	if (ioctl(fd, req, &c))
+		return -errno;
+	if (out)
+		*out = c;
+	return 0;
+}
+
+static void *map_anon(size_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED) {
+		printf("# mmap: %s\n", strerror(errno));
+		exit(1);
+	}
+	return p;
+}
+
+static void test_bad_input(void)
+{
+	int fd = dev_open(0);
+	size_t n = 4;
+	char *buf = map_anon(n * PAGE), *out = map_anon(n * PAGE);
+	unsigned long reqs[] = { HMM_DMIRROR_READ, HMM_DMIRROR_WRITE, HMM_DMIRROR_SNAPSHOT };
+	int ok = 1;
+
+	memset(buf, 1, n * PAGE);
+	for (unsigned int i = 0; i < 3; i++) {
+		unsigned long r = reqs[i];
+		int e;
+
+		/* Unaligned address. */
+		e = cmd(fd, r, (uintptr_t)buf + 1, out, 1, NULL);
+		ok &= e == -EINVAL;
+		/* No pages. */
+		e = cmd(fd, r, (uintptr_t)buf, out, 0, NULL);
+		ok &= e == -EINVAL;
+		/* A range that wraps around the address space. */
+		e = cmd(fd, r, (uintptr_t)buf, out, UINT64_MAX / PAGE, NULL);
+		ok &= e == -EINVAL;
+		e = cmd(fd, r, UINT64_MAX & ~(PAGE - 1), out, 2, NULL);
+		ok &= e == -EINVAL;
+		/* The command itself at a bad address. */
+		ok &= ioctl(fd, r, (void *)8) == -1 && errno == EFAULT;
+		if (!ok)
+			printf("# bad input refused wrongly by request %#lx (last: %d)\n", r, e);
+	}
+	/* Unmapped source address: the device fault fails. */
+	{
+		char *hole = map_anon(n * PAGE);
+		int e;
+
+		munmap(hole, n * PAGE);
+		e = cmd(fd, HMM_DMIRROR_READ, (uintptr_t)hole, out, n, NULL);
+		ok &= e == -EFAULT;
+		e = cmd(fd, HMM_DMIRROR_WRITE, (uintptr_t)hole, out, n, NULL);
+		ok &= e == -EFAULT;
+		/* A snapshot does not fault: it reports the hole. */
+		e = cmd(fd, HMM_DMIRROR_SNAPSHOT, (uintptr_t)hole, out, n, NULL);
+		ok &= e == 0 && (unsigned char)out[0] == HMM_DMIRROR_PROT_ERROR;
+		if (!ok)
+			printf("# unmapped address: %d\n", e);
+	}
+	/* Bad user buffer (the data side). */
+	{
+		int e = cmd(fd, HMM_DMIRROR_READ, (uintptr_t)buf, (void *)8, n, NULL);
+		int e2 = cmd(fd, HMM_DMIRROR_WRITE, (uintptr_t)buf, (void *)8, n, NULL);
+		int e3 = cmd(fd, HMM_DMIRROR_SNAPSHOT, (uintptr_t)buf, (void *)8, n, NULL);
+
+		ok &= e == -EFAULT && e2 == -EFAULT && e3 == -EFAULT;
+		if (!ok)
+			printf("# bad data pointer: %d %d %d\n", e, e2, e3);
+	}
+	/* Unknown command numbers. */
+	{
+		struct hmm_dmirror_cmd c = { 0 };
+
+		ok &= ioctl(fd, _IOWR('H', 0x3f, struct hmm_dmirror_cmd), &c) == -1 &&
+		      errno == EINVAL;
+		ok &= ioctl(fd, _IO('Z', 1), 0) == -1 && errno == EINVAL;
+	}
+	/* Still works afterwards. */
+	ok &= cmd(fd, HMM_DMIRROR_READ, (uintptr_t)buf, out, n, NULL) == 0 &&
+	      !memcmp(buf, out, n * PAGE);
+	close(fd);
+	munmap(buf, n * PAGE);
+	munmap(out, n * PAGE);
+	result(ok, "bad_input");
+}
+
+static int all(const char *p, int v, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (p[i] != (char)v)
+			return 0;
+	return 1;
+}
+
+static int check(int ok, const char *what, int e, const struct hmm_dmirror_cmd *c)
+{
+	if (!ok)
+		printf("# %s: error %d, cpages %llu, faults %llu\n", what, e,
+		       (unsigned long long)c->cpages, (unsigned long long)c->faults);
+	return ok;
+}
+
+/*
+ * The device reads what the CPU side maps now: after the CPU writes (copy-on-write of
+ * the zero page, say) or the memory is unmapped and mapped again, the device's old
+ * entries are gone (invalidated) and it faults and reads the new pages.
+ */
+static void test_invalidation(void)
+{
+	int fd = dev_open(0);
+	size_t n = 64;
+	char *buf = map_anon(n * PAGE), *out = map_anon(n * PAGE);
+	struct hmm_dmirror_cmd c = { 0 };
+	int ok = 1;
+
+	int e;
+
+	/* Never written: the device sees the zero page. */
+	e = cmd(fd, HMM_DMIRROR_READ, (uintptr_t)buf, out, n, &c);
+	ok &= check(e == 0 && c.faults == 1 && all(out, 0, n * PAGE), "zero page", e, &c);
+	/* Written by the CPU: new pages replace the zero page; the device re-faults. */
+	memset(buf, 0x5a, n * PAGE);
+	e = cmd(fd, HMM_DMIRROR_READ, (uintptr_t)buf, out, n, &c);
+	ok &= check(e == 0 && c.faults == 1 && all(out, 0x5a, n * PAGE), "after CPU write", e, &c);
+	/* Read again: nothing changed, no fault. */
+	e = cmd(fd, HMM_DMIRROR_READ, (uintptr_t)buf, out, n, &c);
+	ok &= check(e == 0 && c.faults == 0 && c.cpages == n, "read again", e, &c);
+	/* Device writes land in the CPU's pages. */
+	memset(out, 0xa5, n * PAGE);
+	e = cmd(fd, HMM_DMIRROR_WRITE, (uintptr_t)buf, out, n, &c);
+	ok &= check(e == 0 && c.cpages == n && all(buf, 0xa5, n * PAGE), "device write", e, &c);
+	/* Unmapped and mapped again at the same address: fresh zero memory. */
+	ok &= mmap(buf, n * PAGE, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == buf;
+	e = cmd(fd, HMM_DMIRROR_READ, (uintptr_t)buf, out, n, &c);
+	ok &= check(e == 0 && c.faults == 1 && all(out, 0, n * PAGE), "remapped", e, &c);
+	close(fd);
+	munmap(buf, n * PAGE);
+	munmap(out, n * PAGE);
+	result(ok, "invalidation");
+}
+
+struct closer {
+	int fd;
+	char *buf, *out;
+	size_t n;
+	atomic_int stop;
+	atomic_long calls, errors;
+};
+
+static void *read_loop(void *arg)
+{
+	struct closer *c = arg;
+
+	while (!atomic_load(&c->stop)) {
+		int e = cmd(c->fd, HMM_DMIRROR_READ, (uintptr_t)c->buf, c->out, c->n, NULL);
+
+		atomic_fetch_add(&c->calls, 1);
+		if (e)
+			atomic_fetch_add(&c->errors, 1);
+	}
+	return NULL;
+}
+
+/*
+ * One thread keeps the device reading while another closes the file and the memory
+ * changes underneath: the file lives on until the last ioctl returns, and closing
+ * tears the mirror down (notifier removed, table freed) without a leak or a WARN.
+ * Afterwards, the process exits while it still mirrors itself (the mm goes first,
+ * then the file).
+ */
+static void test_close_while_active(void)
+{
+	struct closer c = { .n = 256 };
+	pthread_t th;
+	int ok = 1, status;
+	pid_t pid;
+
+	c.buf = map_anon(c.n * PAGE);
+	c.out = map_anon(c.n * PAGE);
+	memset(c.buf, 7, c.n * PAGE);
+	c.fd = dev_open(0);
+	pthread_create(&th, NULL, read_loop, &c);
+	while (atomic_load(&c.calls) < 20) {
+		madvise(c.buf, c.n * PAGE, MADV_DONTNEED);
+		memset(c.buf, 7, c.n * PAGE);
+	}
+	close(c.fd); /* the reader's ioctls now fail with EBADF */
+	usleep(10000);
+	atomic_store(&c.stop, 1);
+	pthread_join(th, NULL);
+	ok &= atomic_load(&c.calls) >= 20;
+
+	pid = fork();
+	if (pid == 0) {
+		int fd0 = dev_open(0), fd1 = dev_open(1);
+
+		cmd(fd0, HMM_DMIRROR_READ, (uintptr_t)c.buf, c.out, c.n, NULL);
+		cmd(fd1, HMM_DMIRROR_WRITE, (uintptr_t)c.buf, c.out, c.n, NULL);
+		_exit(0); /* without closing */
+	}
+	ok &= waitpid(pid, &status, 0) == pid && WIFEXITED(status) && !WEXITSTATUS(status);
+	printf("# %ld reads while closing (%ld failed after the close)\n",
+	       atomic_load(&c.calls), atomic_load(&c.errors));
+	result(ok, "close_while_active");
+}
+
+int main(void)
+{
+	printf("KTAP version 1\n1..3\n");
+	test_bad_input();
+	test_invalidation();
+	test_close_while_active();
+	return nfail ? 1 : 0;
+}
