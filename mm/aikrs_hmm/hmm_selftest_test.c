@@ -44,9 +44,7 @@ static int aikrs_snprintf(char *buf, size_t n, const char *fmt, ...)
 #undef main
 #undef snprintf
 
-#define NEEDS_MIGRATION "aikrs_hmm: migration to device memory not implemented yet"
 #define NEEDS_EXCLUSIVE "aikrs_hmm: device-exclusive entries not implemented yet"
-#define NEEDS_MMAP "aikrs_hmm: mmap of the device node not implemented yet"
 #define NO_COHERENT "DEVICE_COHERENT not available (the model device has device-private memory only)"
 
 /* The cases not run yet, and why. A name ending in '*' is a prefix. */
@@ -54,18 +52,7 @@ static const struct {
 	const char *name;
 	const char *why;
 } not_run[] = {
-	{ "migrate*", NEEDS_MIGRATION },
-	{ "hmm_cow_in_device", NEEDS_MIGRATION },
-	{ "hmm_gup_test", NEEDS_MIGRATION },
-	{ "double_map", NEEDS_MIGRATION },
-	{ "snapshot", NEEDS_MIGRATION },
-	{ "benchmark_thp_migration", NEEDS_MIGRATION },
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 15, 0)
-	/* Newer hmm-tests also fork after migrating here. */
-	{ "anon_write_child", NEEDS_MIGRATION },
-#endif
 	{ "exclusive*", NEEDS_EXCLUSIVE },
-	{ "mixedmap", NEEDS_MMAP },
 };
 
 static const char *why_not_run(const char *test)

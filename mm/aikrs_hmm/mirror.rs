@@ -21,22 +21,37 @@
 //! frame the device table names, done under the mirror lock so that no invalidation
 //! can complete (and the page be freed) meanwhile.
 //!
-//! Not yet: migration to device-private memory and back, device-exclusive entries,
-//! `mmap` of the device node (the `mixedmap` case). Those commands fail with
-//! `EOPNOTSUPP`.
+//! `mmap` of the device node gives zeroed pages of system memory, as the C driver does.
+//!
+//! - `HMM_DMIRROR_MIGRATE_TO_DEV` / `TO_SYS`: migrate the range to the device's memory
+//!   (`MEMORY_DEVICE_PRIVATE` pages, added 256 MiB at a time; each page's data lives
+//!   in a backing page of system memory, as in the C driver) and back. A CPU access
+//!   to a page in device memory migrates it back (`migrate_to_ram`).
+//! - `HMM_DMIRROR_RELEASE`: all device memory back to system memory, and removed.
+//!
+//! Not yet: device-exclusive entries (`EXCLUSIVE`, `CHECK_EXCLUSIVE` fail with
+//! `EOPNOTSUPP`).
 
 use crate::pt::{self, Perm};
 use crate::table::{DeviceTable, NodePool};
 use core::ffi::c_void;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{
     aikrs::{
         compat::{eopnotsupp, user_slice},
         debugfs::Counters,
+        devmem::{self, DevFault, DevicePrivate, DevmemOps, MigratePfn, Select},
         hmm::{self, HmmPfn, Invalidation, Mirror, MirrorGuard, MirrorOps, PageKind, Want},
-        miscdev::{FileOps, OpenFile},
+        miscdev::{FileOps, OpenFile, VmaNew},
     },
-    alloc::{flags::GFP_KERNEL, KBox, KVVec, KVec},
+    alloc::{
+        flags::{GFP_KERNEL, __GFP_ZERO},
+        KBox, KVVec, KVec,
+    },
+    new_mutex, new_spinlock,
+    page::Page,
     prelude::*,
+    sync::{Mutex, SpinLock},
 };
 
 const PAGE_SIZE: usize = hmm::PAGE_SIZE;
@@ -81,7 +96,11 @@ pub(crate) mod ctr {
     pub(crate) const INVALIDATIONS: usize = 5;
     pub(crate) const PAGES_INVALIDATED: usize = 6;
     pub(crate) const SNAPSHOT_PAGES: usize = 7;
-    pub(crate) const N: usize = 8;
+    pub(crate) const MIGRATED_TO_DEVICE: usize = 8;
+    pub(crate) const MIGRATED_TO_RAM: usize = 9;
+    pub(crate) const MIGRATED_TO_RAM_FAULT: usize = 10;
+    pub(crate) const CHUNKS_RELEASED: usize = 11;
+    pub(crate) const N: usize = 12;
     pub(crate) const NAMES: [&core::ffi::CStr; N] = [
         c"device_faults",
         c"pages_mapped",
@@ -91,24 +110,259 @@ pub(crate) mod ctr {
         c"invalidations",
         c"pages_invalidated",
         c"snapshot_pages",
+        c"migrated_to_device",
+        c"migrated_to_ram",
+        c"migrated_to_ram_on_cpu_fault",
+        c"chunks_released",
     ];
 }
 
-/// One model device: its number and counters. Its address identifies its device-private
-/// memory (the `owner` of the mirrors).
+/// One model device: its counters and its memory. Its address identifies its
+/// device-private memory (the `owner` of its pages and mirrors).
 pub(crate) struct Dev {
     pub(crate) counters: Counters<{ ctr::N }>,
+    mem: Pin<KBox<DevMem>>,
+}
+
+/// The size of one range of device-private memory (added as needed).
+const CHUNK_SIZE: u64 = 256 << 20;
+const CHUNK_PAGES: usize = (CHUNK_SIZE >> 12) as usize;
+/// At most this many ranges (4 GiB of device memory) per device.
+const MAX_CHUNKS: usize = 16;
+/// Pages per migration round (as the C driver).
+const MIGRATE_CHUNK: usize = 64;
+
+/// The device memory of a [`Dev`]: ranges of device-private pages (the model device's
+/// memory; each page's data lives in a page of system memory, its "backing" page, as
+/// in the C driver) and the free pages.
+///
+/// Lock order: `chunks`, then `free`. `free` is taken in `page_free` (which cannot
+/// sleep), so nothing allocates under it.
+#[pin_data]
+struct DevMem {
+    #[pin]
+    chunks: Mutex<KVec<Pin<KBox<DevicePrivate<Chunk>>>>>,
+    #[pin]
+    free: SpinLock<FreeList>,
+    allocated: AtomicU64,
+    freed: AtomicU64,
+}
+
+/// A stack of free device pages that never allocates: `pfns.len()` is its capacity.
+struct FreeList {
+    pfns: KVVec<u64>,
+    len: usize,
+}
+
+impl FreeList {
+    fn push(&mut self, pfn: u64) {
+        if let Some(slot) = self.pfns.get_mut(self.len) {
+            *slot = pfn;
+            self.len += 1;
+        }
+    }
+
+    fn pop(&mut self) -> Option<u64> {
+        self.len = self.len.checked_sub(1)?;
+        self.pfns.get(self.len).copied()
+    }
+}
+
+/// The data of one range of device memory.
+struct Chunk {
+    dev: &'static Dev,
+    /// Set while the range is being removed: its freed pages are not reused.
+    removing: AtomicBool,
+}
+
+impl DevmemOps for Chunk {
+    fn migrate_to_ram(&self, fault: &DevFault<'_>) -> Result {
+        let vma = fault.vma();
+        let addr = fault.address();
+        let owner = self.dev.owner();
+        let (mut src, mut dst) = ([MigratePfn::default(); 1], [MigratePfn::default(); 1]);
+        devmem::migrate_vma(
+            &vma,
+            addr,
+            addr + PAGE_SIZE,
+            &mut src,
+            &mut dst,
+            owner,
+            Select::DevicePrivate,
+            Some(fault),
+            |src, dst| copy_to_ram(src, dst, owner, Some((&vma, addr))),
+            |_, _| {},
+        )?;
+        self.dev.counters.add(ctr::MIGRATED_TO_RAM_FAULT, 1);
+        Ok(())
+    }
+
+    fn page_free(&self, pfn: u64, backing: usize) {
+        if backing != 0 {
+            // SAFETY: The backing page was allocated for this device page when it was
+            // handed out (`alloc_dev_page`), and the device page is gone now: nothing
+            // maps it (mirror entries are invalidated before a page can be freed).
+            unsafe { devmem::free_page(backing as u64) };
+        }
+        self.dev.mem.freed.fetch_add(1, Ordering::Relaxed);
+        if !self.removing.load(Ordering::Relaxed) {
+            self.dev.mem.free.lock().push(pfn);
+        }
+    }
+}
+
+/// The `copy` step of a migration to system memory: for every device page collected,
+/// a new page (for `at`: the vma and first address of a `migrate_vma` round; `None`:
+/// an eviction) filled from its backing page.
+fn copy_to_ram(
+    src: &[MigratePfn],
+    dst: &mut [MigratePfn],
+    owner: *mut c_void,
+    at: Option<(&devmem::Vma<'_>, usize)>,
+) {
+    for (i, (s, d)) in src.iter().zip(dst.iter_mut()).enumerate() {
+        let Some(dpfn) = s.pfn().filter(|_| s.is_migrate()) else {
+            continue;
+        };
+        let backing = DevicePrivate::<Chunk>::page_data(dpfn, owner) as u64;
+        if backing == 0 {
+            continue;
+        }
+        let new = match at {
+            Some((vma, addr)) => {
+                match devmem::alloc_page(Some((&vma.for_alloc(), addr + i * PAGE_SIZE))) {
+                    Some(p) => p,
+                    None => continue,
+                }
+            }
+            None => devmem::alloc_evict_page(),
+        };
+        // SAFETY: `new` is a fresh page; the backing page belongs to a device page
+        // that the migration holds (collected and locked).
+        unsafe { devmem::copy_page(new, backing) };
+        *d = MigratePfn::new(new, s.is_write());
+    }
 }
 
 impl Dev {
     pub(crate) fn new(name: &core::ffi::CStr) -> Result<Self> {
         Ok(Self {
             counters: Counters::new(name, None, ctr::NAMES)?,
+            mem: KBox::pin_init(
+                pin_init!(DevMem {
+                    chunks <- new_mutex!(KVec::new()),
+                    free <- new_spinlock!(FreeList {
+                        pfns: KVVec::new(),
+                        len: 0,
+                    }),
+                    allocated: AtomicU64::new(0),
+                    freed: AtomicU64::new(0),
+                }),
+                GFP_KERNEL,
+            )?,
         })
     }
 
-    fn owner(&'static self) -> *mut c_void {
+    fn owner(&self) -> *mut c_void {
         core::ptr::from_ref(self).cast_mut().cast()
+    }
+
+    /// A free device page whose data lives in system page `backing`; adds a range of
+    /// device memory when none is free. `None`: no device memory left.
+    fn alloc_dev_page(&'static self, backing: u64) -> Option<u64> {
+        let mut chunks = self.mem.chunks.lock();
+        let pfn = match self.mem.free.lock().pop() {
+            Some(pfn) => Some(pfn),
+            None => None,
+        };
+        let pfn = match pfn {
+            Some(pfn) => pfn,
+            None => self.add_chunk(&mut chunks).ok()?,
+        };
+        let chunk = chunks.iter().find(|c| c.pfns().contains(&pfn))?;
+        // SAFETY: `pfn` was on the free list (or fresh): a free page of this range,
+        // handed out once (it leaves the list here).
+        unsafe { chunk.page_init(pfn, backing as usize) };
+        self.mem.allocated.fetch_add(1, Ordering::Relaxed);
+        Some(pfn)
+    }
+
+    /// Adds a range of device memory, puts all its pages but one on the free list and
+    /// returns that one.
+    fn add_chunk(&'static self, chunks: &mut KVec<Pin<KBox<DevicePrivate<Chunk>>>>) -> Result<u64> {
+        if chunks.len() >= MAX_CHUNKS {
+            return Err(ENOMEM);
+        }
+        // Room on the free list for every page of every range, made outside the
+        // spinlock.
+        let total = (chunks.len() + 1) * CHUNK_PAGES;
+        let bigger = KVVec::from_elem(0u64, total, GFP_KERNEL)?;
+        chunks.reserve(1, GFP_KERNEL)?;
+        let chunk = DevicePrivate::new(
+            CHUNK_SIZE,
+            self.owner(),
+            Chunk {
+                dev: self,
+                removing: AtomicBool::new(false),
+            },
+        )?;
+        let pfns = chunk.pfns();
+        let old = {
+            let mut free = self.mem.free.lock();
+            let mut bigger = bigger;
+            bigger[..free.len].copy_from_slice(&free.pfns[..free.len]);
+            let old = core::mem::replace(&mut free.pfns, bigger);
+            for pfn in (pfns.start + 1..pfns.end).rev() {
+                free.push(pfn);
+            }
+            old
+        };
+        drop(old);
+        chunks.push(chunk, GFP_KERNEL)?;
+        Ok(pfns.start)
+    }
+
+    /// Moves every page of device memory back to system memory and removes the device
+    /// memory (`HMM_DMIRROR_RELEASE`, and module exit).
+    fn release_chunks(&self) {
+        let mut chunks = self.mem.chunks.lock();
+        {
+            let mut free = self.mem.free.lock();
+            for c in chunks.iter() {
+                c.data().removing.store(true, Ordering::Relaxed);
+            }
+            free.len = 0;
+        }
+        let owner = self.owner();
+        for c in chunks.iter() {
+            let (mut src, mut dst) = (
+                [MigratePfn::default(); MIGRATE_CHUNK],
+                [MigratePfn::default(); MIGRATE_CHUNK],
+            );
+            let pfns = c.pfns();
+            let mut first = pfns.start;
+            while first < pfns.end {
+                let n = ((pfns.end - first) as usize).min(MIGRATE_CHUNK);
+                // SAFETY: Pages of our own device-private range.
+                unsafe {
+                    devmem::migrate_device_range(first, &mut src[..n], &mut dst[..n], |s, d| {
+                        copy_to_ram(s, d, owner, None)
+                    })
+                };
+                first += n as u64;
+            }
+        }
+        // Unmapping waits until every page is free.
+        let n = chunks.len();
+        *chunks = KVec::new();
+        self.counters.add(ctr::CHUNKS_RELEASED, n as u64);
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        // No file is open (module exit), but processes may still map device pages.
+        self.release_chunks();
     }
 }
 
@@ -309,6 +563,188 @@ impl MirrorFile {
         Ok(())
     }
 
+    /// `HMM_DMIRROR_MIGRATE_TO_DEV`: migrates the pages of system memory in the range
+    /// to device memory, maps them in the device table, and returns their contents as
+    /// the device reads them (`ENOENT` if a page is neither in device memory nor
+    /// mirrored: it could not be migrated).
+    fn migrate_to_dev(&self, cmd: &mut Cmd) -> Result {
+        let (start, end) = cmd.range()?;
+        let dev = self.dev;
+        let owner = dev.owner();
+        let (mut src, mut dst) = (
+            [MigratePfn::default(); MIGRATE_CHUNK],
+            [MigratePfn::default(); MIGRATE_CHUNK],
+        );
+        {
+            let mm = self.mirror.mmap_read()?;
+            let mut addr = start;
+            while addr < end {
+                let vma = mm.vma_lookup(addr).ok_or(EINVAL)?;
+                let next = end.min(addr + MIGRATE_CHUNK * PAGE_SIZE).min(vma.end());
+                let writable = vma.writable();
+                let n = devmem::migrate_vma(
+                    &vma,
+                    addr,
+                    next,
+                    &mut src,
+                    &mut dst,
+                    owner,
+                    Select::System,
+                    None,
+                    |src, dst| {
+                        for (s, d) in src.iter().zip(dst.iter_mut()) {
+                            if !s.is_migrate() {
+                                continue;
+                            }
+                            let spage = s.pfn();
+                            if spage.is_some_and(devmem::is_zone_device) {
+                                continue;
+                            }
+                            let Some(backing) = devmem::alloc_page(None) else {
+                                continue;
+                            };
+                            let Some(dpfn) = dev.alloc_dev_page(backing) else {
+                                // SAFETY: Just allocated, unused.
+                                unsafe { devmem::free_page(backing) };
+                                continue;
+                            };
+                            // SAFETY: `backing` is ours; `spage` is held by the migration.
+                            unsafe {
+                                match spage {
+                                    Some(sp) => devmem::copy_page(backing, sp),
+                                    None => devmem::clear_page(backing),
+                                }
+                            };
+                            *d = MigratePfn::new(dpfn, s.is_write() || (spage.is_none() && writable));
+                        }
+                    },
+                    |src, dst| {
+                        let mut g = self.mirror.lock();
+                        for (i, (s, d)) in src.iter().zip(dst).enumerate() {
+                            let Some(dpfn) = d.pfn().filter(|_| s.is_migrate()) else {
+                                continue;
+                            };
+                            let backing = DevicePrivate::<Chunk>::page_data(dpfn, owner) as u64;
+                            let mut perm = Perm::READ.union(Perm::DEVICE);
+                            if d.is_write() {
+                                perm = perm.union(Perm::WRITE);
+                            }
+                            // A failure leaves the page unmapped: the read below
+                            // reports it (ENOENT), a later access faults it in.
+                            let _ = g.table.map((addr + i * PAGE_SIZE) as u64, backing, perm);
+                        }
+                    },
+                )?;
+                dev.counters.add(ctr::MIGRATED_TO_DEVICE, n as u64);
+                addr = next;
+            }
+        }
+        // A migration's own invalidation covers its whole range, so it also dropped
+        // the entries of pages that were in this device's memory already (not
+        // collected again): map those back, without faulting anything.
+        self.map_local(start, end)?;
+        // The device reads the range back as the C driver does: from its table only,
+        // `ENOENT` for a page it does not map (one not migrated and not mirrored).
+        cmd.cpages = self.read_mapped(start, end, cmd.ptr)?;
+        Ok(())
+    }
+
+    /// Maps the pages of `[start, end)` that are in this device's memory into the
+    /// device table (a snapshot walk: nothing is faulted or migrated).
+    fn map_local(&self, start: usize, end: usize) -> Result {
+        let mut pfns = KVec::<usize>::from_elem(0, FAULT_CHUNK, GFP_KERNEL)?;
+        let owner = self.dev.owner();
+        let mut addr = start;
+        while addr < end {
+            let next = ((addr | (pt::HUGE_SIZE as usize - 1)) + 1).min(end);
+            let n = (next - addr) / PAGE_SIZE;
+            self.mirror
+                .range_fault(addr, &mut pfns[..n], Want::Snapshot, |g, entries| {
+                    for (i, &e) in entries.iter().enumerate() {
+                        let Some(pfn) = e.pfn() else {
+                            continue;
+                        };
+                        if e.kind(owner) != PageKind::DevicePrivateLocal {
+                            continue;
+                        }
+                        let backing = DevicePrivate::<Chunk>::page_data(pfn, owner) as u64;
+                        if backing != 0 {
+                            let va = (addr + i * PAGE_SIZE) as u64;
+                            let _ = g.table.map(va, backing, perm_of(e).union(Perm::DEVICE));
+                        }
+                    }
+                })?;
+            addr = next;
+        }
+        Ok(())
+    }
+
+    /// Copies the pages of `[start, end)` that the device table maps to user memory at
+    /// `ptr`, without faulting: `ENOENT` at the first page it does not map. Returns
+    /// the pages copied.
+    fn read_mapped(&self, start: usize, end: usize, ptr: u64) -> Result<u64> {
+        let mut bounce = KVVec::<u8>::from_elem(0, COPY_CHUNK * PAGE_SIZE, GFP_KERNEL)?;
+        let mut pos = start;
+        while pos < end {
+            let n = ((end - pos) / PAGE_SIZE).min(COPY_CHUNK);
+            {
+                let g = self.mirror.lock();
+                for i in 0..n {
+                    let leaf = g.table.lookup((pos + i * PAGE_SIZE) as u64).ok_or(ENOENT)?;
+                    // SAFETY: As in `read`.
+                    unsafe {
+                        hmm::copy_from_pfn(&mut bounce[i * PAGE_SIZE..(i + 1) * PAGE_SIZE], leaf.pfn)
+                    };
+                }
+            }
+            let uptr = ptr.checked_add((pos - start) as u64).ok_or(EFAULT)?;
+            user_slice(uptr as usize, n * PAGE_SIZE)
+                .writer()
+                .write_slice(&bounce[..n * PAGE_SIZE])?;
+            pos += n * PAGE_SIZE;
+        }
+        Ok(((end - start) / PAGE_SIZE) as u64)
+    }
+
+    /// `HMM_DMIRROR_MIGRATE_TO_SYS`: migrates this device's pages in the range back to
+    /// system memory; `cpages` counts them.
+    fn migrate_to_sys(&self, cmd: &mut Cmd) -> Result {
+        let (start, end) = cmd.range()?;
+        let owner = self.dev.owner();
+        let (mut src, mut dst) = (
+            [MigratePfn::default(); MIGRATE_CHUNK],
+            [MigratePfn::default(); MIGRATE_CHUNK],
+        );
+        let mm = self.mirror.mmap_read()?;
+        let mut addr = start;
+        while addr < end {
+            let vma = mm.vma_lookup(addr).ok_or(EINVAL)?;
+            let next = end.min(addr + MIGRATE_CHUNK * PAGE_SIZE).min(vma.end());
+            let n = devmem::migrate_vma(
+                &vma,
+                addr,
+                next,
+                &mut src,
+                &mut dst,
+                owner,
+                Select::DevicePrivate,
+                None,
+                |src, dst| copy_to_ram(src, dst, owner, Some((&vma, addr))),
+                |_, _| {},
+            )?;
+            cmd.cpages += n as u64;
+            self.dev.counters.add(ctr::MIGRATED_TO_RAM, n as u64);
+            addr = next;
+        }
+        Ok(())
+    }
+
+    /// `HMM_DMIRROR_RELEASE`: all device memory back to system memory, and removed.
+    fn release(&self, _cmd: &mut Cmd) -> Result {
+        self.dev.release_chunks();
+        Ok(())
+    }
+
     /// `HMM_DMIRROR_SNAPSHOT`.
     fn snapshot(&self, cmd: &mut Cmd) -> Result {
         let (start, end) = cmd.range()?;
@@ -389,11 +825,20 @@ fn commit(
     for (i, &e) in entries.iter().enumerate() {
         // Having asked for every page to be faulted in, each is valid on success.
         let pfn = e.pfn().ok_or(EFAULT)?;
-        if !matches!(e.kind(owner), PageKind::Normal | PageKind::Zero) {
-            // Device-private pages are not mirrored yet (no migration yet).
-            return Err(EFAULT);
+        let va = (addr + i * PAGE_SIZE) as u64;
+        match e.kind(owner) {
+            PageKind::Normal | PageKind::Zero => g.table.map(va, pfn, perm_of(e))?,
+            // A page in this device's memory: the device accesses its backing page.
+            PageKind::DevicePrivateLocal => {
+                let backing = DevicePrivate::<Chunk>::page_data(pfn, owner) as u64;
+                if backing == 0 {
+                    return Err(EFAULT);
+                }
+                g.table.map(va, backing, perm_of(e).union(Perm::DEVICE))?
+            }
+            // `hmm_range_fault` migrates other devices' pages back first.
+            PageKind::DevicePrivateRemote => return Err(EFAULT),
         }
-        g.table.map((addr + i * PAGE_SIZE) as u64, pfn, perm_of(e))?;
     }
     dev.counters.add(ctr::PAGES_MAPPED, entries.len() as u64);
     Ok(())
@@ -418,9 +863,10 @@ impl FileOps for MirrorFile {
             READ => Self::read,
             WRITE => Self::write,
             SNAPSHOT => Self::snapshot,
-            MIGRATE_TO_DEV | MIGRATE_TO_SYS | EXCLUSIVE | CHECK_EXCLUSIVE | RELEASE => {
-                return Err(eopnotsupp())
-            }
+            MIGRATE_TO_DEV => Self::migrate_to_dev,
+            MIGRATE_TO_SYS => Self::migrate_to_sys,
+            RELEASE => Self::release,
+            EXCLUSIVE | CHECK_EXCLUSIVE => return Err(eopnotsupp()),
             _ => return Err(EINVAL),
         };
         let mut c = Cmd::read(arg)?;
@@ -428,5 +874,17 @@ impl FileOps for MirrorFile {
         handler(self, &mut c)?;
         c.write(arg)?;
         Ok(0)
+    }
+
+    /// Fills the new mapping with zeroed pages of system memory (as the C driver does;
+    /// the `mixedmap` case snapshots such a mapping).
+    fn mmap(&self, vma: &VmaNew<'_, Self>) -> Result {
+        let start = vma.start();
+        for i in 0..vma.len() / PAGE_SIZE {
+            let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+            vma.insert_page(start + i * PAGE_SIZE, &page)?;
+            // The mapping holds the page now; ours is dropped.
+        }
+        Ok(())
     }
 }

@@ -16,7 +16,9 @@
 #include <linux/kthread.h>
 #include <linux/memremap.h>
 #include <linux/mm.h>
+#include <linux/migrate.h>
 #include <linux/mmu_notifier.h>
+#include <linux/pagemap.h>
 #include <linux/sched/mm.h>
 #include <linux/version.h>
 #include <linux/vmalloc.h>
@@ -387,5 +389,149 @@ __rust_helper void rust_helper_aikrs_copy_to_pfn(unsigned long pfn, const void *
 						 size_t len)
 {
 	memcpy_to_page(pfn_to_page(pfn), 0, src, len);
+}
+#endif
+
+#if IS_ENABLED(CONFIG_DEVICE_PRIVATE)
+/*
+ * kernel::aikrs::devmem: device-private memory (ZONE_DEVICE) and page migration
+ * (migrate_vma_*). Pages are named by pfn on the Rust side.
+ */
+__rust_helper int rust_helper_aikrs_numa_node_id(void)
+{
+	return numa_node_id();
+}
+
+__rust_helper void rust_helper_aikrs_release_mem_region(resource_size_t start,
+							resource_size_t len)
+{
+	release_mem_region(start, len);
+}
+
+/*
+ * Hands out a free device-private page (refcount 1, locked, as migration wants
+ * it) with driver data `data` in zone_device_data. Linux 7 takes the pgmap and
+ * an order (0: a base page).
+ */
+__rust_helper void rust_helper_aikrs_devmem_page_init(unsigned long pfn,
+						      struct dev_pagemap *pgmap,
+						      void *data)
+{
+	struct page *page = pfn_to_page(pfn);
+
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(7, 0, 0)
+	zone_device_page_init(page, pgmap, 0);
+#else
+	zone_device_page_init(page);
+#endif
+	page->zone_device_data = data;
+}
+
+/* Sets the one physical range of `pgmap` (a union member bindgen cannot name). */
+__rust_helper void rust_helper_aikrs_pgmap_set_range(struct dev_pagemap *pgmap, u64 start,
+						     u64 end)
+{
+	pgmap->range.start = start;
+	pgmap->range.end = end;
+	pgmap->nr_range = 1;
+}
+
+__rust_helper void *rust_helper_aikrs_page_zone_device_data(unsigned long pfn)
+{
+	return pfn_to_page(pfn)->zone_device_data;
+}
+
+__rust_helper struct dev_pagemap *rust_helper_aikrs_pfn_pgmap(unsigned long pfn)
+{
+	struct page *page = pfn_to_page(pfn);
+
+	if (!is_zone_device_page(page))
+		return NULL;
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 14, 0)
+	return page_pgmap(page);
+#else
+	return page->pgmap;
+#endif
+}
+
+__rust_helper unsigned long rust_helper_aikrs_folio_pfn(struct folio *folio)
+{
+	return folio_pfn(folio);
+}
+
+__rust_helper unsigned long rust_helper_aikrs_vmf_page_pfn(struct vm_fault *vmf)
+{
+	return page_to_pfn(vmf->page);
+}
+
+__rust_helper struct page *rust_helper_aikrs_vmf_page(struct vm_fault *vmf)
+{
+	return vmf->page;
+}
+
+/* A page of system memory for device data (0: none). */
+__rust_helper unsigned long rust_helper_aikrs_alloc_page_pfn(bool nofail)
+{
+	struct page *page = alloc_page(GFP_HIGHUSER | (nofail ? __GFP_NOFAIL : 0));
+
+	return page ? page_to_pfn(page) : 0;
+}
+
+__rust_helper void rust_helper_aikrs_free_page_pfn(unsigned long pfn)
+{
+	__free_page(pfn_to_page(pfn));
+}
+
+/*
+ * A locked page for `addr` of `vma` to migrate into (NULL vma: any node, may not
+ * fail). 0: none.
+ */
+__rust_helper unsigned long
+rust_helper_aikrs_alloc_migrate_page(struct vm_area_struct *vma, unsigned long addr)
+{
+	struct page *page;
+
+	if (vma)
+		page = alloc_page_vma(GFP_HIGHUSER_MOVABLE, vma, addr);
+	else
+		page = alloc_page(GFP_HIGHUSER_MOVABLE | __GFP_NOFAIL);
+	if (!page)
+		return 0;
+	lock_page(page);
+	return page_to_pfn(page);
+}
+
+__rust_helper void rust_helper_aikrs_copy_page_pfn(unsigned long dst, unsigned long src)
+{
+	copy_highpage(pfn_to_page(dst), pfn_to_page(src));
+}
+
+__rust_helper void rust_helper_aikrs_clear_page_pfn(unsigned long pfn)
+{
+	clear_highpage(pfn_to_page(pfn));
+}
+
+__rust_helper bool rust_helper_aikrs_pfn_is_zone_device(unsigned long pfn)
+{
+	return is_zone_device_page(pfn_to_page(pfn));
+}
+
+/*
+ * The vma containing `addr` (mmap_lock held), its bounds, and whether it may be
+ * read and written.
+ */
+__rust_helper struct vm_area_struct *
+rust_helper_aikrs_vma_lookup(struct mm_struct *mm, unsigned long addr, unsigned long *start,
+			     unsigned long *end, bool *readable, bool *writable)
+{
+	struct vm_area_struct *vma = vma_lookup(mm, addr);
+
+	if (vma) {
+		*start = vma->vm_start;
+		*end = vma->vm_end;
+		*readable = vma->vm_flags & VM_READ;
+		*writable = vma->vm_flags & VM_WRITE;
+	}
+	return vma;
 }
 #endif

@@ -93,6 +93,11 @@ struct RawMutex(UnsafeCell<bindings::mutex>);
 ///   (`repr(C)`), so the callback's pointer to it is a pointer to the whole.
 /// - `lock` is initialised; `state` is only accessed with `lock` held.
 /// - `owner` is the `dev_private_owner` the mirror passes to `hmm_range_fault()`.
+///
+/// Every invalidation reaches [`MirrorOps::invalidate`], including those a migration of
+/// the mirror's own device raises (`MMU_NOTIFY_MIGRATE`): the C test driver skips
+/// those and patches its table by hand; here the migration's own update re-maps the
+/// pages after `migrate_vma_pages()`, so no stale entry can survive either way.
 #[repr(C)]
 pub struct Mirror<T: MirrorOps> {
     mni: UnsafeCell<bindings::mmu_interval_notifier>,
@@ -290,6 +295,14 @@ impl<T: MirrorOps> Mirror<T> {
         self.owner
     }
 
+    /// Takes a user reference on the mirrored address space and its `mmap_lock` for
+    /// reading (for migrations); `EINVAL` if the process is gone.
+    #[cfg(CONFIG_DEVICE_PRIVATE)]
+    pub fn mmap_read(&self) -> Result<crate::aikrs::devmem::MmapReadGuard> {
+        // SAFETY: The notifier keeps the `mm` allocated while inserted (type invariant).
+        unsafe { crate::aikrs::devmem::MmapReadGuard::new(self.mm()) }
+    }
+
     fn mm(&self) -> *mut bindings::mm_struct {
         // SAFETY: `mni` is inserted (type invariant); its `mm` is set and grabbed.
         unsafe { bindings::aikrs_mni_mm(self.mni.get()) }
@@ -404,8 +417,13 @@ impl<T: MirrorOps> Mirror<T> {
         ret
     }
 
+    // 6.12 has no other field, so the update is needless there.
+    #[allow(clippy::needless_update)]
     const OPS: bindings::mmu_interval_notifier_ops = bindings::mmu_interval_notifier_ops {
         invalidate: Some(Self::invalidate_cb),
+        // SAFETY: All-zero is valid for the other fields (no callbacks; Linux 7.x adds
+        // `invalidate_start`/`invalidate_finish`, which are optional).
+        ..unsafe { core::mem::zeroed() }
     };
 
     /// # Safety
@@ -423,14 +441,6 @@ impl<T: MirrorOps> Mirror<T> {
         let this = unsafe { &*mni.cast::<Self>() };
         // SAFETY: `range` is valid during the call.
         let (r, blockable) = unsafe { (&*range, bindings::aikrs_mn_range_blockable(range)) };
-        // A migration by this very device updates the mirror itself (as the kernel's
-        // test driver does): it neither needs nor may wait for the invalidation here.
-        if r.event == bindings::mmu_notifier_event_MMU_NOTIFY_MIGRATE
-            && !this.owner.is_null()
-            && r.owner == this.owner
-        {
-            return true;
-        }
         let mut g = if blockable {
             this.lock()
         } else {

@@ -125,6 +125,22 @@ impl<T: FileOps> VmaNew<'_, T> {
         self.info().3
     }
 
+    /// Maps `page` at `addr` of the mapping (C `vm_insert_page`, which makes it a mixed
+    /// map): the mapping takes its own reference on the page, so the caller may drop
+    /// its [`crate::page::Page`] afterwards. A private writable mapping gets the page
+    /// read-only (written, it is copied). Errors: `EINVAL`/`EFAULT` for an address
+    /// outside the mapping, `ENOMEM`.
+    pub fn insert_page(&self, addr: usize, page: &crate::page::Page) -> Result {
+        // SAFETY: `vma` is the vma being mmap'ed (the mmap_lock is held for writing, as
+        // `vm_insert_page` requires); `page` is a valid, allocated page;
+        // `vm_insert_page` checks the address and takes a reference.
+        let ret = unsafe { bindings::vm_insert_page(self.vma.as_ptr(), addr, page.as_ptr()) };
+        if ret != 0 {
+            return Err(Error::from_errno(ret));
+        }
+        Ok(())
+    }
+
     /// Makes it a PFN map (`VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP | VM_DONTCOPY`)
     /// whose faults go to [`FileOps::fault`] of this file.
     pub fn setup_pfnmap(&self) {
