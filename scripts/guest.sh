@@ -70,13 +70,20 @@ install -m 0755 "$AIK_ROOT/tools/testing/aikrs/initramfs/kmod_report" "$root/bin
 # Demos: every demo_*.sh or demo_*.c becomes /demo/NAME; benchmarks: every
 # bench_*.sh or bench_*.c becomes /bench/NAME.
 # Build flags: the kernel's UAPI headers first, and the source tree for the
-# headers selftests include (e.g. lib/test_hmm_uapi.h).
-cflags=(-static -O2 -Wall -isystem "$hdr/include" -I"$work/src" -pthread)
+# headers selftests include (e.g. lib/test_hmm_uapi.h; newer selftests include
+# "kselftest_harness.h" and <mm/vm_util.h> from tools/testing/selftests).
+cflags=(-static -O2 -Wall -isystem "$hdr/include" -I"$work/src" -I"$work/src/tools/testing/selftests" -pthread)
 while IFS= read -r c; do
 	name=$(basename "$c" .c)
 	dst=$root/tests/$name
 	case $name in demo_*) dst=$root/demo/$name ;; bench_*) dst=$root/bench/$name ;; esac
-	gcc "${cflags[@]}" -I"$(dirname "$c")" -o "$dst" "$c" || die "building $c failed"
+	# "AIKRS_GUEST_LINK: a.c b.c" in a program: sources of the kernel tree under
+	# test to link with it, where they exist (selftest helpers).
+	extra=()
+	for x in $(sed -n 's/.*AIKRS_GUEST_LINK://p' "$c"); do
+		[ -f "$work/src/$x" ] && extra+=("$work/src/$x")
+	done
+	gcc "${cflags[@]}" -I"$(dirname "$c")" -o "$dst" "$c" "${extra[@]}" || die "building $c failed"
 done < <(find "$AIK_ROOT/tools/testing" "$AIK_ROOT/drivers" "$AIK_ROOT/mm" -name '*_test.c' -o -name 'demo_*.c' -o -name 'bench_*.c' |
 	grep -v '/build/' | sort)
 while IFS= read -r s; do

@@ -4,10 +4,10 @@
  * address space into the model device /dev/aikrs_hmm0, the device reads and
  * writes the process's buffer through its own page table, the CPU changes part of
  * the buffer (the device's entries for it are invalidated and re-faulted), and a
- * snapshot shows how the CPU maps the pages. The device's counters come from
- * debugfs (aikrs_hmm0/).
- *
- * Not shown yet: migration to device memory and back (not implemented yet).
+ * snapshot shows how the CPU maps the pages. Then 2 MiB migrate into the
+ * device's memory (device-private pages), the CPU touches one page (which
+ * migrates back on the fault) and the rest is migrated back. The device's
+ * counters come from debugfs (aikrs_hmm0/).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,7 +28,8 @@
 
 static const char *const counters[] = {
 	"device_faults", "pages_mapped", "huge_mapped", "pages_read", "pages_written",
-	"invalidations", "pages_invalidated", "snapshot_pages",
+	"invalidations", "pages_invalidated", "snapshot_pages", "migrated_to_device",
+	"migrated_to_ram", "migrated_to_ram_on_cpu_fault",
 };
 
 static void show_counters(const char *when)
@@ -124,8 +125,26 @@ int main(void)
 	       "%lu 4 KiB read-write, %lu read-only\n",
 	       kinds[HMM_DMIRROR_PROT_WRITE | HMM_DMIRROR_PROT_PMD],
 	       kinds[HMM_DMIRROR_PROT_WRITE], kinds[HMM_DMIRROR_PROT_READ]);
+
+	/* Migrate the first 2 MiB into the device's memory. */
+	if (dev_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, out, 512, &c))
+		return 1;
+	printf("  migrated to device memory: %llu pages (the device read back '%c')\n",
+	       (unsigned long long)c.cpages, out[0]);
+	if (dev_cmd(fd, HMM_DMIRROR_SNAPSHOT, buf, snap, 512, &c))
+		return 1;
+	memset(kinds, 0, sizeof(kinds));
+	for (unsigned long i = 0; i < 512; i++)
+		kinds[snap[i] & 0xf0]++;
+	printf("  snapshot: %lu of 512 pages are in this device's memory\n",
+	       kinds[HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL]);
+	/* The CPU touches one of them: it is faulted back (migrate_to_ram). */
+	printf("  the CPU reads page 7: '%c'\n", buf[7 * PAGE + 5]);
+	if (dev_cmd(fd, HMM_DMIRROR_MIGRATE_TO_SYS, buf, out, 512, &c))
+		return 1;
+	printf("  migrated back to system memory: %llu pages (the other one came back on the "
+	       "CPU fault)\n", (unsigned long long)c.cpages);
 	show_counters("at end");
 	close(fd);
-	printf("demo hmm: migration to device memory: not implemented yet\n");
 	return 0;
 }

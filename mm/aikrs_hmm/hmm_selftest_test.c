@@ -11,6 +11,10 @@
  * (renumbered), then each case not run is reported as SKIP with the reason. The DEVICE_COHERENT variants are skipped by hmm-tests itself (no
  * /dev/aikrs_hmm2 and 3: the model device has only device-private memory, as
  * test_hmm without its spm_addr_dev* parameters).
+ *
+ * Newer mm selftests link helpers of their directory (see its Makefile);
+ * scripts/guest.sh links those of the kernel under test that exist:
+ * AIKRS_GUEST_LINK: tools/testing/selftests/mm/vm_util.c tools/testing/selftests/mm/hugepage_settings.c
  */
 /* As the selftests Makefile builds it. */
 #define _GNU_SOURCE
@@ -45,6 +49,8 @@ static int aikrs_snprintf(char *buf, size_t n, const char *fmt, ...)
 #undef snprintf
 
 #define NEEDS_EXCLUSIVE "aikrs_hmm: device-exclusive entries not implemented yet"
+#define NEEDS_THP "aikrs_hmm: 2 MiB device-private pages (MIGRATE_VMA_SELECT_COMPOUND, HMM_DMIRROR_FLAGS) not implemented yet"
+#define NEEDS_READ_UNLOCKED "aikrs_hmm: HMM_DMIRROR_READ_UNLOCKED not implemented yet"
 #define NO_COHERENT "DEVICE_COHERENT not available (the model device has device-private memory only)"
 
 /* The cases not run yet, and why. A name ending in '*' is a prefix. */
@@ -53,6 +59,11 @@ static const struct {
 	const char *why;
 } not_run[] = {
 	{ "exclusive*", NEEDS_EXCLUSIVE },
+	/* Cases of newer hmm-tests (Linux 7): */
+	{ "migrate_anon_huge_fault", NEEDS_THP },
+	{ "migrate_anon_huge_err", NEEDS_THP },
+	{ "migrate_anon_huge_zero_err", NEEDS_THP },
+	{ "userfaultfd_read", NEEDS_READ_UNLOCKED },
 };
 
 static const char *why_not_run(const char *test)
