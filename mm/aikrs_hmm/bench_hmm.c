@@ -32,15 +32,18 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <lib/test_hmm_uapi.h>
 
 #define PAGE 4096UL
-#define SIZE (256UL << 20)
+#define MAX_REPS 5
+/* 256 MiB and 5 repetitions; aikrs.bench_quick on the kernel command line: 64 and 3. */
+static unsigned long SIZE = 256UL << 20;
+static int REPS = MAX_REPS;
 #define NPAGES (SIZE / PAGE)
-#define REPS 5
 
 enum { READ_COLD, READ_WARM, WRITE, SNAPSHOT, TO_DEV, TO_SYS, NOPS };
 static const char *const op_name[NOPS] = { "read_cold", "read_warm", "write", "snapshot",
@@ -63,6 +66,16 @@ static int cmp_double(const void *a, const void *b)
 }
 
 /* One repetition on driver `d`: MiB/s per op into mibs[op], device faults into faults. */
+static long minflt(void)
+{
+	struct rusage r;
+
+	getrusage(RUSAGE_SELF, &r);
+	return r.ru_minflt;
+}
+
+static uint64_t cpu_faults[2][NOPS];
+
 static int run(int d, char *buf, char *mirror, double mibs[NOPS], uint64_t faults[NOPS])
 {
 	/* A fresh, written buffer (huge pages where the kernel gives them). */
@@ -88,6 +101,7 @@ static int run(int d, char *buf, char *mirror, double mibs[NOPS], uint64_t fault
 			.addr = (uintptr_t)buf, .ptr = (uintptr_t)mirror, .npages = NPAGES
 		};
 		double t0 = now(), t;
+		long f0 = minflt();
 
 		if (ioctl(fd, reqs[op], &c)) {
 			printf("# hmm bench: %s %s: %s\n", dev_path[d], op_name[op], strerror(errno));
@@ -95,6 +109,7 @@ static int run(int d, char *buf, char *mirror, double mibs[NOPS], uint64_t fault
 			return -1;
 		}
 		t = now() - t0;
+		cpu_faults[d][op] += minflt() - f0;
 		if (c.cpages != NPAGES) {
 			printf("# hmm bench: %s %s copied %llu of %lu pages\n", dev_path[d],
 			       op_name[op], (unsigned long long)c.cpages, NPAGES);
@@ -110,10 +125,22 @@ static int run(int d, char *buf, char *mirror, double mibs[NOPS], uint64_t fault
 
 int main(void)
 {
-	double mibs[2][NOPS][REPS];
+	double mibs[2][NOPS][MAX_REPS];
 	uint64_t faults[2][NOPS] = { 0 }, f[NOPS];
 	char *buf, *mirror;
 
+	FILE *cmdline = fopen("/proc/cmdline", "r");
+	char line[4096] = "";
+
+	if (cmdline) {
+		if (!fgets(line, sizeof(line), cmdline))
+			line[0] = 0;
+		fclose(cmdline);
+	}
+	if (strstr(line, "aikrs.bench_quick")) {
+		SIZE = 64UL << 20;
+		REPS = 3;
+	}
 	if (access(dev_path[0], F_OK) || access(dev_path[1], F_OK)) {
 		printf("# hmm bench: needs %s (CONFIG_TEST_HMM=y) and %s (CONFIG_AIKRS_HMM)\n",
 		       dev_path[0], dev_path[1]);
@@ -147,8 +174,8 @@ int main(void)
 		printf("# hmm bench: data mismatch\n");
 		return 1;
 	}
-	printf("# hmm bench: 256 MiB, %d repetitions per driver (median), fresh mirror each\n",
-	       REPS);
+	printf("# hmm bench: %lu MiB, %d repetitions per driver (median), fresh mirror each\n",
+	       SIZE >> 20, REPS);
 	for (int op = 0; op < NOPS; op++) {
 		double base, ours;
 
@@ -158,9 +185,11 @@ int main(void)
 		ours = mibs[1][op][REPS / 2];
 		printf("bench: hmm.%s ours=%.0f base=%.0f unit=MiB/s ratio=%.2f\n", op_name[op],
 		       ours, base, ours / base);
-		printf("bench-info: hmm.%s device faults in %d repetitions: ours %llu, base %llu\n",
+		printf("bench-info: hmm.%s in %d repetitions: device faults ours %llu, base %llu; "
+		       "CPU page faults ours %llu, base %llu\n",
 		       op_name[op], REPS, (unsigned long long)faults[1][op],
-		       (unsigned long long)faults[0][op]);
+		       (unsigned long long)faults[0][op], (unsigned long long)cpu_faults[1][op],
+		       (unsigned long long)cpu_faults[0][op]);
 	}
 	return 0;
 }

@@ -346,49 +346,38 @@ __rust_helper void rust_helper_aikrs_memalloc_noreclaim_restore(unsigned int fla
 	memalloc_noreclaim_restore(flags);
 }
 
-/* The page frame of an hmm_range_fault() output entry (the flag bits differ by version). */
-__rust_helper unsigned long rust_helper_aikrs_hmm_pfn_to_pfn(unsigned long hmm_pfn)
-{
-	return page_to_pfn(hmm_pfn_to_page(hmm_pfn));
-}
-
-__rust_helper unsigned int rust_helper_aikrs_hmm_pfn_order(unsigned long hmm_pfn)
-{
-	return hmm_pfn_to_map_order(hmm_pfn);
-}
-
-__rust_helper bool rust_helper_aikrs_is_zero_pfn(unsigned long pfn)
-{
-	return is_zero_pfn(pfn);
-}
-
 /*
- * The owner (dev_pagemap.owner) of a device-private page frame, NULL for any
- * other page.
+ * What page frame `pfn` (from hmm_range_fault()) is: 0 system memory, 1 the
+ * zero page, 2 device-private memory of `owner`, 3 device-private memory of
+ * another owner. One call per page (snapshots classify every page).
  */
-__rust_helper void *rust_helper_aikrs_pfn_device_private_owner(unsigned long pfn)
+__rust_helper int rust_helper_aikrs_pfn_kind(unsigned long pfn, void *owner)
 {
-	struct page *page = pfn_to_page(pfn);
+	struct page *page;
+	void *o;
 
+	if (is_zero_pfn(pfn))
+		return 1;
+	page = pfn_to_page(pfn);
 	if (!is_device_private_page(page))
-		return NULL;
+		return 0;
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 14, 0)
-	return page_pgmap(page)->owner;
+	o = page_pgmap(page)->owner;
 #else
-	return page->pgmap->owner;
+	o = page->pgmap->owner;
 #endif
+	return o == owner ? 2 : 3;
 }
 
-__rust_helper void rust_helper_aikrs_copy_from_pfn(void *dst, unsigned long pfn,
-						   size_t len)
+/* Whole pages, with a constant size: the same copy code as the C test driver's. */
+__rust_helper void rust_helper_aikrs_copy_from_pfn(void *dst, unsigned long pfn)
 {
-	memcpy_from_page(dst, pfn_to_page(pfn), 0, len);
+	memcpy_from_page(dst, pfn_to_page(pfn), 0, PAGE_SIZE);
 }
 
-__rust_helper void rust_helper_aikrs_copy_to_pfn(unsigned long pfn, const void *src,
-						 size_t len)
+__rust_helper void rust_helper_aikrs_copy_to_pfn(unsigned long pfn, const void *src)
 {
-	memcpy_to_page(pfn_to_page(pfn), 0, src, len);
+	memcpy_to_page(pfn_to_page(pfn), 0, src, PAGE_SIZE);
 }
 #endif
 

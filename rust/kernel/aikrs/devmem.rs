@@ -186,12 +186,14 @@ impl<T: DevmemOps> DevicePrivate<T> {
         }
         // SAFETY: `pgmap` is filled in and at its final address (the box is pinned
         // below and never moved); its ops point into the same box.
-        let p = unsafe {
-            bindings::memremap_pages(b.pgmap.get(), bindings::aikrs_numa_node_id())
-        };
+        let p = unsafe { bindings::memremap_pages(b.pgmap.get(), bindings::aikrs_numa_node_id()) };
         if p.is_null() || (p as isize) < 0 && (p as isize) >= -4095 {
             release();
-            let e = if p.is_null() { EFAULT } else { Error::from_errno(p as isize as i32) };
+            let e = if p.is_null() {
+                EFAULT
+            } else {
+                Error::from_errno(p as isize as i32)
+            };
             // `Drop` would unmap: free without it (the data is dropped).
             let raw = KBox::into_raw(b);
             // SAFETY: `raw` is the box just leaked and nothing refers to it; drop the

@@ -30,12 +30,7 @@ use crate::{
     bindings,
     error::{code::*, Error, Result},
 };
-use core::{
-    cell::UnsafeCell,
-    ffi::c_void,
-    marker::PhantomPinned,
-    pin::Pin,
-};
+use core::{cell::UnsafeCell, ffi::c_void, marker::PhantomPinned, pin::Pin};
 
 /// The page size of the mirror (the CPU's base page).
 pub const PAGE_SIZE: usize = 4096;
@@ -185,16 +180,16 @@ impl HmmPfn {
 
     /// The page frame, for a valid entry.
     pub fn pfn(self) -> Option<u64> {
-        // SAFETY: Pure arithmetic on the value (`page_to_pfn(hmm_pfn_to_page())`).
-        self.is_valid()
-            .then(|| unsafe { bindings::aikrs_hmm_pfn_to_pfn(self.0) } as u64)
+        // The bits below the flags (whose position differs between kernel versions).
+        let flags = bindings::hmm_pfn_flags_HMM_PFN_FLAGS as usize;
+        self.is_valid().then_some((self.0 & !flags) as u64)
     }
 
     /// The order of the CPU mapping the page is part of: 0 for a base page, 9 for a
     /// 2 MiB PMD mapping (x86-64), 18 for a PUD mapping.
     pub fn order(self) -> u32 {
-        // SAFETY: Pure arithmetic on the value.
-        unsafe { bindings::aikrs_hmm_pfn_order(self.0) }
+        let shift = bindings::hmm_pfn_flags_HMM_PFN_ORDER_SHIFT as u32;
+        ((self.0 >> shift) & 0x1f) as u32
     }
 
     /// What kind of page it is (for a valid entry).
@@ -203,20 +198,13 @@ impl HmmPfn {
             return PageKind::Normal;
         };
         // SAFETY: `pfn` came from `hmm_range_fault()`, so it has a `struct page`; the
-        // helpers only read it. (The page may be freed meanwhile unless the caller holds
+        // helper only reads it. (The page may be freed meanwhile unless the caller holds
         // the mirror lock with a valid sequence; its `struct page` stays.)
-        unsafe {
-            if bindings::aikrs_is_zero_pfn(pfn as usize) {
-                return PageKind::Zero;
-            }
-            let o = bindings::aikrs_pfn_device_private_owner(pfn as usize);
-            if o.is_null() {
-                PageKind::Normal
-            } else if o == owner {
-                PageKind::DevicePrivateLocal
-            } else {
-                PageKind::DevicePrivateRemote
-            }
+        match unsafe { bindings::aikrs_pfn_kind(pfn as usize, owner) } {
+            1 => PageKind::Zero,
+            2 => PageKind::DevicePrivateLocal,
+            3 => PageKind::DevicePrivateRemote,
+            _ => PageKind::Normal,
         }
     }
 }
@@ -406,9 +394,8 @@ impl<T: MirrorOps> Mirror<T> {
             }
             // SAFETY: `HmmPfn` is a `repr(transparent)` newtype of `usize`, so the
             // slice can be viewed as one of `HmmPfn`; `pfns` stays borrowed meanwhile.
-            let entries = unsafe {
-                core::slice::from_raw_parts(pfns.as_ptr().cast::<HmmPfn>(), pfns.len())
-            };
+            let entries =
+                unsafe { core::slice::from_raw_parts(pfns.as_ptr().cast::<HmmPfn>(), pfns.len()) };
             break Ok(commit(&mut g, entries));
         };
         // SAFETY: Drops the user reference taken above (may sleep: we are in process
@@ -471,25 +458,25 @@ impl<T: MirrorOps> Drop for Mirror<T> {
     }
 }
 
-/// Copies the first `dst.len()` bytes of page frame `pfn` into `dst`.
+/// Copies page frame `pfn` into `dst`.
 ///
 /// # Safety
 ///
 /// `pfn` must be a page of system memory (or the backing page of device memory) that
 /// stays allocated during the call, e.g. a page of a [`Mirror`] entry read under its
-/// lock with no invalidation since; `dst.len() <= PAGE_SIZE`.
-pub unsafe fn copy_from_pfn(dst: &mut [u8], pfn: u64) {
-    // SAFETY: As the caller guarantees; `dst` is valid for writing its length.
-    unsafe { bindings::aikrs_copy_from_pfn(dst.as_mut_ptr().cast(), pfn as usize, dst.len()) }
+/// lock with no invalidation since.
+pub unsafe fn copy_from_pfn(dst: &mut [u8; PAGE_SIZE], pfn: u64) {
+    // SAFETY: As the caller guarantees; `dst` is valid for writing one page.
+    unsafe { bindings::aikrs_copy_from_pfn(dst.as_mut_ptr().cast(), pfn as usize) }
 }
 
-/// Copies `src` into the beginning of page frame `pfn`.
+/// Copies `src` into page frame `pfn`.
 ///
 /// # Safety
 ///
 /// As for [`copy_from_pfn`]; and the page must be one the device may write (a writable
 /// entry of a [`Mirror`], say).
-pub unsafe fn copy_to_pfn(pfn: u64, src: &[u8]) {
-    // SAFETY: As the caller guarantees; `src` is valid for reading its length.
-    unsafe { bindings::aikrs_copy_to_pfn(pfn as usize, src.as_ptr().cast(), src.len()) }
+pub unsafe fn copy_to_pfn(pfn: u64, src: &[u8; PAGE_SIZE]) {
+    // SAFETY: As the caller guarantees; `src` is valid for reading one page.
+    unsafe { bindings::aikrs_copy_to_pfn(pfn as usize, src.as_ptr().cast()) }
 }
