@@ -29,8 +29,9 @@
 //!   to a page in device memory migrates it back (`migrate_to_ram`).
 //! - `HMM_DMIRROR_RELEASE`: all device memory back to system memory, and removed.
 //!
-//! Not yet: device-exclusive entries (`EXCLUSIVE`, `CHECK_EXCLUSIVE` fail with
-//! `EOPNOTSUPP`).
+//! - `HMM_DMIRROR_EXCLUSIVE` / `CHECK_EXCLUSIVE`: device-exclusive entries for device
+//!   atomics (`make_device_exclusive`), mapped with atomic permission until a CPU
+//!   access revokes them.
 
 use crate::pt::{self, Perm};
 use crate::table::{DeviceTable, NodePool};
@@ -38,7 +39,7 @@ use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{
     aikrs::{
-        compat::{eopnotsupp, user_slice},
+        compat::user_slice,
         debugfs::Counters,
         devmem::{self, DevFault, DevicePrivate, DevmemOps, MigratePfn, Select},
         hmm::{self, HmmPfn, Invalidation, Mirror, MirrorGuard, MirrorOps, PageKind, Want},
@@ -105,7 +106,8 @@ pub(crate) mod ctr {
     pub(crate) const MIGRATED_TO_RAM: usize = 9;
     pub(crate) const MIGRATED_TO_RAM_FAULT: usize = 10;
     pub(crate) const CHUNKS_RELEASED: usize = 11;
-    pub(crate) const N: usize = 12;
+    pub(crate) const EXCLUSIVE: usize = 12;
+    pub(crate) const N: usize = 13;
     pub(crate) const NAMES: [&core::ffi::CStr; N] = [
         c"device_faults",
         c"pages_mapped",
@@ -119,6 +121,7 @@ pub(crate) mod ctr {
         c"migrated_to_ram",
         c"migrated_to_ram_on_cpu_fault",
         c"chunks_released",
+        c"exclusive_pages",
     ];
 }
 
@@ -743,6 +746,46 @@ impl MirrorFile {
         Ok(())
     }
 
+    /// `HMM_DMIRROR_EXCLUSIVE`: makes the pages of the range exclusive to the device
+    /// (for device atomics) and maps them in the device table with atomic permission;
+    /// returns their contents as the device reads them. A CPU access to such a page
+    /// revokes it (the notifiers remove the device's entry).
+    fn exclusive(&self, cmd: &mut Cmd) -> Result {
+        let (start, end) = cmd.range()?;
+        {
+            let mm = self.mirror.mmap_read()?;
+            for addr in (start..end).step_by(PAGE_SIZE) {
+                let page = devmem::make_device_exclusive(&mm, addr, core::ptr::null_mut())?;
+                // Mapped while the page is still locked: a CPU access that revokes the
+                // exclusive entry needs the page lock, so its invalidation comes after.
+                let mut g = self.mirror.lock();
+                let perm = Perm::READ.union(Perm::WRITE).union(Perm::ATOMIC);
+                g.table.map(addr as u64, page.pfn(), perm)?;
+                drop(g);
+                drop(page);
+                self.dev.counters.add(ctr::EXCLUSIVE, 1);
+            }
+        }
+        cmd.cpages = self.read_mapped(start, end, cmd.ptr)?;
+        Ok(())
+    }
+
+    /// `HMM_DMIRROR_CHECK_EXCLUSIVE`: `EPERM` if the device still maps a page of the
+    /// range for atomics (its exclusive access was not revoked).
+    fn check_exclusive(&self, cmd: &mut Cmd) -> Result {
+        let (start, end) = cmd.range()?;
+        let g = self.mirror.lock();
+        for va in (start..end).step_by(PAGE_SIZE) {
+            if g.table
+                .lookup(va as u64)
+                .is_some_and(|l| l.perm.contains(Perm::ATOMIC))
+            {
+                return Err(EPERM);
+            }
+        }
+        Ok(())
+    }
+
     /// `HMM_DMIRROR_RELEASE`: all device memory back to system memory, and removed.
     fn release(&self, _cmd: &mut Cmd) -> Result {
         self.dev.release_chunks();
@@ -889,7 +932,8 @@ impl FileOps for MirrorFile {
             MIGRATE_TO_DEV => Self::migrate_to_dev,
             MIGRATE_TO_SYS => Self::migrate_to_sys,
             RELEASE => Self::release,
-            EXCLUSIVE | CHECK_EXCLUSIVE => return Err(eopnotsupp()),
+            EXCLUSIVE => Self::exclusive,
+            CHECK_EXCLUSIVE => Self::check_exclusive,
             _ => return Err(EINVAL),
         };
         let mut c = Cmd::read(arg)?;

@@ -19,6 +19,7 @@
 #include <linux/migrate.h>
 #include <linux/mmu_notifier.h>
 #include <linux/pagemap.h>
+#include <linux/rmap.h>
 #include <linux/sched/mm.h>
 #include <linux/version.h>
 #include <linux/vmalloc.h>
@@ -522,5 +523,39 @@ rust_helper_aikrs_vma_lookup(struct mm_struct *mm, unsigned long addr, unsigned 
 		*writable = vma->vm_flags & VM_WRITE;
 	}
 	return vma;
+}
+#endif
+
+#if IS_ENABLED(CONFIG_DEVICE_PRIVATE)
+/*
+ * Makes the page at `addr` of `mm` (mmap_lock held) exclusive to the device
+ * and returns it locked and referenced (release it with
+ * aikrs_exclusive_done()), or an ERR_PTR. `owner` is passed to the
+ * notifiers. Linux 6.15 replaced make_device_exclusive_range().
+ */
+__rust_helper struct page *rust_helper_aikrs_make_device_exclusive(struct mm_struct *mm,
+								   unsigned long addr,
+								   void *owner)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 15, 0)
+	struct folio *folio;
+
+	return make_device_exclusive(mm, addr, owner, &folio);
+#else
+	struct page *page = NULL;
+	int n = make_device_exclusive_range(mm, addr, addr + PAGE_SIZE, &page, owner);
+
+	if (n < 0)
+		return ERR_PTR(n);
+	return n == 1 && page ? page : ERR_PTR(-EBUSY);
+#endif
+}
+
+__rust_helper void rust_helper_aikrs_exclusive_done(struct page *page)
+{
+	struct folio *folio = page_folio(page);
+
+	folio_unlock(folio);
+	folio_put(folio);
 }
 #endif

@@ -594,3 +594,48 @@ pub fn is_zone_device(pfn: u64) -> bool {
     // SAFETY: Reads the page flags of a pfn reported by a migration.
     unsafe { bindings::aikrs_pfn_is_zone_device(pfn as usize) }
 }
+
+/// A page made exclusive to the device ([`make_device_exclusive`]): the CPU page
+/// table maps it through a device-exclusive entry, so a CPU access first calls the
+/// notifiers (the device must drop its atomic mapping). Locked and referenced while
+/// this exists: map it in the device table before dropping it.
+pub struct ExclusivePage {
+    page: *mut bindings::page,
+}
+
+impl ExclusivePage {
+    /// The page frame.
+    pub fn pfn(&self) -> u64 {
+        // SAFETY: A valid page, referenced while `self` exists.
+        unsafe { bindings::aikrs_page_to_pfn(self.page) as u64 }
+    }
+}
+
+impl Drop for ExclusivePage {
+    fn drop(&mut self) {
+        // SAFETY: Locked and referenced by `make_device_exclusive`; released once.
+        unsafe { bindings::aikrs_exclusive_done(self.page) }
+    }
+}
+
+/// Makes the page at `addr` exclusive to the device (C `make_device_exclusive`, or
+/// `make_device_exclusive_range` before Linux 6.15): faults it in writable and
+/// replaces its CPU mapping with a device-exclusive entry. `owner` is passed to the
+/// notifiers. Errors: `EBUSY` (or another error) when the page cannot be made
+/// exclusive (not anonymous, say).
+pub fn make_device_exclusive(
+    mm: &MmapReadGuard,
+    addr: usize,
+    owner: *mut c_void,
+) -> Result<ExclusivePage> {
+    // SAFETY: The guard holds a user reference and the mmap_lock for reading.
+    let page = unsafe { bindings::aikrs_make_device_exclusive(mm.mm, addr, owner) };
+    if page.is_null() {
+        return Err(EBUSY);
+    }
+    let v = page as isize;
+    if (-4095..0).contains(&v) {
+        return Err(Error::from_errno(v as i32));
+    }
+    Ok(ExclusivePage { page })
+}
