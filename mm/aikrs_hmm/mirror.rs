@@ -806,6 +806,14 @@ impl MirrorFile {
             let perm = &mut perm[..n];
             self.mirror
                 .range_fault(addr, &mut pfns[..n], Want::Snapshot, |_, entries| {
+                    // A whole 2 MiB block mapped by one PMD: `hmm_range_fault` gave
+                    // all its pages the same flags and order, so one byte for all.
+                    if let Some(&first) = entries.first() {
+                        if n == FAULT_CHUNK && first.order() == 9 && first.is_valid() {
+                            perm.fill(prot_byte(first, owner));
+                            return;
+                        }
+                    }
                     let mut prev: Option<(HmmPfn, u8)> = None;
                     for (p, &e) in perm.iter_mut().zip(entries) {
                         // The pages of one huge mapping are one folio: same byte, and

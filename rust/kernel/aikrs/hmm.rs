@@ -354,10 +354,13 @@ impl<T: MirrorOps> Mirror<T> {
         if !unsafe { bindings::aikrs_mmget_not_zero(mm) } {
             return Err(EFAULT);
         }
-        let deadline = crate::aikrs::cpu::ktime_ns() + RANGE_TIMEOUT_MS * 1_000_000;
+        // Set at the first retry: the common case (no invalidation raced) reads no clock.
+        let mut deadline = None;
         let ret = loop {
-            if crate::aikrs::cpu::ktime_ns() > deadline {
-                break Err(EBUSY);
+            if let Some(d) = deadline {
+                if crate::aikrs::cpu::ktime_ns() > d {
+                    break Err(EBUSY);
+                }
             }
             // SAFETY: `mni` is inserted.
             let seq = unsafe { bindings::mmu_interval_read_begin(self.mni.get()) };
@@ -381,6 +384,9 @@ impl<T: MirrorOps> Mirror<T> {
                 r
             };
             if r == EBUSY.to_errno() {
+                deadline.get_or_insert_with(|| {
+                    crate::aikrs::cpu::ktime_ns() + RANGE_TIMEOUT_MS * 1_000_000
+                });
                 continue;
             }
             if r != 0 {
@@ -390,6 +396,9 @@ impl<T: MirrorOps> Mirror<T> {
             // SAFETY: `mni` is inserted; `seq` came from it.
             if unsafe { bindings::aikrs_mni_read_retry(self.mni.get(), seq) } {
                 drop(g);
+                deadline.get_or_insert_with(|| {
+                    crate::aikrs::cpu::ktime_ns() + RANGE_TIMEOUT_MS * 1_000_000
+                });
                 continue;
             }
             // SAFETY: `HmmPfn` is a `repr(transparent)` newtype of `usize`, so the
