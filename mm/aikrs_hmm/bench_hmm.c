@@ -110,7 +110,11 @@ static int run(int d, char *buf, char *mirror, double mibs[NOPS], uint64_t fault
 		}
 		t = now() - t0;
 		cpu_faults[d][op] += minflt() - f0;
-		if (c.cpages != NPAGES) {
+		/*
+		 * MIGRATE_TO_SYS counts migrate entries: newer C drivers migrate a
+		 * 2 MiB page as one entry. The data is checked at the end instead.
+		 */
+		if (c.cpages != NPAGES && op != TO_SYS) {
 			printf("# hmm bench: %s %s copied %llu of %lu pages\n", dev_path[d],
 			       op_name[op], (unsigned long long)c.cpages, NPAGES);
 			close(fd);
@@ -120,6 +124,13 @@ static int run(int d, char *buf, char *mirror, double mibs[NOPS], uint64_t fault
 		faults[op] = c.faults;
 	}
 	close(fd);
+	/* Read, written back, migrated there and back: the data is intact. */
+	for (unsigned long i = 0; i < SIZE; i += sizeof(uint64_t))
+		if (*(uint64_t *)(buf + i) != 0x5a5a5a5a5a5a5a5aULL ||
+		    *(uint64_t *)(mirror + i) != 0x5a5a5a5a5a5a5a5aULL) {
+			printf("# hmm bench: %s: data mismatch at offset %lu\n", dev_path[d], i);
+			return -1;
+		}
 	return 0;
 }
 
@@ -169,10 +180,6 @@ int main(void)
 				faults[d][op] += f[op];
 			}
 		}
-	}
-	if (memcmp(buf, mirror, 4096) || buf[SIZE - 1] != 0x5a) {
-		printf("# hmm bench: data mismatch\n");
-		return 1;
 	}
 	printf("# hmm bench: %lu MiB, %d repetitions per driver (median), fresh mirror each\n",
 	       SIZE >> 20, REPS);
