@@ -279,10 +279,8 @@ impl Dev {
     /// device memory when none is free. `None`: no device memory left.
     fn alloc_dev_page(&'static self, backing: u64) -> Option<u64> {
         let mut chunks = self.mem.chunks.lock();
-        let pfn = match self.mem.free.lock().pop() {
-            Some(pfn) => Some(pfn),
-            None => None,
-        };
+        // The free list's guard is dropped at the end of this statement.
+        let pfn = self.mem.free.lock().pop();
         let pfn = match pfn {
             Some(pfn) => pfn,
             None => self.add_chunk(&mut chunks).ok()?,
@@ -454,6 +452,18 @@ impl Cmd {
     }
 }
 
+/// Page `i` of a bounce buffer.
+fn page_mut(buf: &mut [u8], i: usize) -> Option<&mut [u8; PAGE_SIZE]> {
+    buf.get_mut(i * PAGE_SIZE..(i + 1) * PAGE_SIZE)?
+        .try_into()
+        .ok()
+}
+
+/// Page `i` of a bounce buffer, to read.
+fn page_ref(buf: &[u8], i: usize) -> Option<&[u8; PAGE_SIZE]> {
+    buf.get(i * PAGE_SIZE..(i + 1) * PAGE_SIZE)?.try_into().ok()
+}
+
 /// The device permissions for a page the CPU maps as `e`.
 fn perm_of(e: HmmPfn) -> Perm {
     if e.is_write() {
@@ -495,10 +505,10 @@ impl MirrorFile {
             let mut done = 0;
             {
                 let g = self.mirror.lock();
-                let pages = bounce.as_chunks_mut::<PAGE_SIZE>().0;
                 while done < n {
                     let va = (pos + done * PAGE_SIZE) as u64;
-                    let (Some(leaf), Some(dst)) = (g.table.lookup(va), pages.get_mut(done)) else {
+                    let (Some(leaf), Some(dst)) = (g.table.lookup(va), page_mut(&mut bounce, done))
+                    else {
                         break;
                     };
                     // SAFETY: The entry is in the device table, read under the mirror
@@ -541,10 +551,9 @@ impl MirrorFile {
             while done < n {
                 {
                     let g = self.mirror.lock();
-                    let pages = bounce.as_chunks::<PAGE_SIZE>().0;
                     while done < n {
                         let va = (pos + done * PAGE_SIZE) as u64;
-                        match (g.table.lookup(va), pages.get(done)) {
+                        match (g.table.lookup(va), page_ref(&bounce, done)) {
                             (Some(leaf), Some(src)) if leaf.perm.contains(Perm::WRITE) => {
                                 // SAFETY: A writable entry of the device table, used under
                                 // the mirror lock (see `read`).
@@ -697,9 +706,9 @@ impl MirrorFile {
             let n = ((end - pos) / PAGE_SIZE).min(COPY_CHUNK);
             {
                 let g = self.mirror.lock();
-                let pages = bounce.as_chunks_mut::<PAGE_SIZE>().0;
-                for (i, dst) in pages.iter_mut().take(n).enumerate() {
+                for i in 0..n {
                     let leaf = g.table.lookup((pos + i * PAGE_SIZE) as u64).ok_or(ENOENT)?;
+                    let dst = page_mut(&mut bounce, i).ok_or(EINVAL)?;
                     // SAFETY: As in `read`.
                     unsafe { hmm::copy_from_pfn(dst, leaf.pfn) };
                 }

@@ -132,8 +132,8 @@ impl<T: DevmemOps> DevicePrivate<T> {
         let res = unsafe {
             bindings::request_free_mem_region(
                 core::ptr::addr_of_mut!(bindings::iomem_resource),
-                size as _,
-                c"aikrs_hmm".as_ptr().cast(),
+                size as usize,
+                crate::aikrs::compat::c_str_ptr(c"aikrs_hmm").cast(),
             )
         };
         if res.is_null() || (res as isize) < 0 && (res as isize) >= -4095 {
@@ -144,7 +144,7 @@ impl<T: DevmemOps> DevicePrivate<T> {
         let len = end - start + 1;
         let release = || {
             // SAFETY: Releases the region reserved above.
-            unsafe { bindings::aikrs_release_mem_region(start as _, len as _) }
+            unsafe { bindings::aikrs_release_mem_region(start, len) }
         };
         let b = KBox::new(
             Self {
@@ -228,7 +228,9 @@ impl<T: DevmemOps> DevicePrivate<T> {
     /// back by `page_free` since), and handed out once.
     pub unsafe fn page_init(&self, pfn: u64, data: usize) {
         // SAFETY: As the caller guarantees; `pgmap` is mapped (type invariant).
-        unsafe { bindings::aikrs_devmem_page_init(pfn as usize, self.pgmap.get(), data as _) }
+        unsafe {
+            bindings::aikrs_devmem_page_init(pfn as usize, self.pgmap.get(), data as *mut c_void)
+        }
     }
 
     /// The data stored with a device-private page of this owner by
@@ -318,7 +320,7 @@ impl<T: DevmemOps> Drop for DevicePrivate<T> {
         // region is released.
         unsafe {
             bindings::memunmap_pages(self.pgmap.get());
-            bindings::aikrs_release_mem_region(self.start as _, self.len as _);
+            bindings::aikrs_release_mem_region(self.start, self.len);
         }
     }
 }
@@ -458,7 +460,7 @@ pub fn migrate_vma(
     args.flags = match select {
         Select::System => bindings::migrate_vma_direction_MIGRATE_VMA_SELECT_SYSTEM,
         Select::DevicePrivate => bindings::migrate_vma_direction_MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
-    } as _;
+    } as usize;
     if let Some(f) = fault {
         // SAFETY: The fault being handled; its page is the device page faulted on.
         args.fault_page = unsafe { bindings::aikrs_vmf_page(f.vmf) };
@@ -501,12 +503,12 @@ pub unsafe fn migrate_device_range(
     src.fill(MigratePfn(0));
     dst.fill(MigratePfn(0));
     // SAFETY: As the caller guarantees; the arrays have `n` entries.
-    unsafe { bindings::migrate_device_range(src.as_mut_ptr().cast(), first as usize, n as _) };
+    unsafe { bindings::migrate_device_range(src.as_mut_ptr().cast(), first as usize, n) };
     copy(src, dst);
     // SAFETY: After `migrate_device_range`, with `dst` filled as required.
     unsafe {
-        bindings::migrate_device_pages(src.as_mut_ptr().cast(), dst.as_mut_ptr().cast(), n as _);
-        bindings::migrate_device_finalize(src.as_mut_ptr().cast(), dst.as_mut_ptr().cast(), n as _);
+        bindings::migrate_device_pages(src.as_mut_ptr().cast(), dst.as_mut_ptr().cast(), n);
+        bindings::migrate_device_finalize(src.as_mut_ptr().cast(), dst.as_mut_ptr().cast(), n);
     }
 }
 
@@ -623,6 +625,8 @@ impl Drop for ExclusivePage {
 /// replaces its CPU mapping with a device-exclusive entry. `owner` is passed to the
 /// notifiers. Errors: `EBUSY` (or another error) when the page cannot be made
 /// exclusive (not anonymous, say).
+// `owner` is only passed on to the notifiers as an identifier, never dereferenced.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub fn make_device_exclusive(
     mm: &MmapReadGuard,
     addr: usize,

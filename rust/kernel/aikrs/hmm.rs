@@ -39,6 +39,22 @@ pub const PAGE_SIZE: usize = 4096;
 /// hitting before it gives up with `EBUSY` (C `HMM_RANGE_DEFAULT_TIMEOUT`, ms).
 pub const RANGE_TIMEOUT_MS: i64 = 1000;
 
+// The `hmm_pfn_flags` bits (`HMM_PFN_*`). Bindgen gives these enum constants the
+// type of the enum, which is `usize` on the supported kernels; the casts keep that an
+// assumption checked at compile time rather than a silent truncation.
+#[allow(clippy::unnecessary_cast)]
+const PFN_VALID: usize = bindings::hmm_pfn_flags_HMM_PFN_VALID as usize;
+#[allow(clippy::unnecessary_cast)]
+const PFN_WRITE: usize = bindings::hmm_pfn_flags_HMM_PFN_WRITE as usize;
+#[allow(clippy::unnecessary_cast)]
+const PFN_ERROR: usize = bindings::hmm_pfn_flags_HMM_PFN_ERROR as usize;
+#[allow(clippy::unnecessary_cast)]
+const PFN_FLAGS: usize = bindings::hmm_pfn_flags_HMM_PFN_FLAGS as usize;
+#[allow(clippy::unnecessary_cast)]
+const PFN_REQ_FAULT: usize = bindings::hmm_pfn_flags_HMM_PFN_REQ_FAULT as usize;
+#[allow(clippy::unnecessary_cast)]
+const PFN_REQ_WRITE: usize = bindings::hmm_pfn_flags_HMM_PFN_REQ_WRITE as usize;
+
 /// An invalidation of part of a mirrored address space, as
 /// [`MirrorOps::invalidate`] sees it.
 pub struct Invalidation {
@@ -165,24 +181,23 @@ pub struct HmmPfn(usize);
 impl HmmPfn {
     /// Whether the CPU maps the page (`HMM_PFN_VALID`).
     pub fn is_valid(self) -> bool {
-        self.0 & bindings::hmm_pfn_flags_HMM_PFN_VALID as usize != 0
+        self.0 & PFN_VALID != 0
     }
 
     /// Whether the CPU maps it writable (`HMM_PFN_WRITE`).
     pub fn is_write(self) -> bool {
-        self.0 & bindings::hmm_pfn_flags_HMM_PFN_WRITE as usize != 0
+        self.0 & PFN_WRITE != 0
     }
 
     /// Whether the address cannot be mapped at all (`HMM_PFN_ERROR`, a snapshot only).
     pub fn is_error(self) -> bool {
-        self.0 & bindings::hmm_pfn_flags_HMM_PFN_ERROR as usize != 0
+        self.0 & PFN_ERROR != 0
     }
 
     /// The page frame, for a valid entry.
     pub fn pfn(self) -> Option<u64> {
         // The bits below the flags (whose position differs between kernel versions).
-        let flags = bindings::hmm_pfn_flags_HMM_PFN_FLAGS as usize;
-        self.is_valid().then_some((self.0 & !flags) as u64)
+        self.is_valid().then_some((self.0 & !PFN_FLAGS) as u64)
     }
 
     /// The order of the CPU mapping the page is part of: 0 for a base page, 9 for a
@@ -192,7 +207,8 @@ impl HmmPfn {
         ((self.0 >> shift) & 0x1f) as u32
     }
 
-    /// What kind of page it is (for a valid entry).
+    /// What kind of page it is (for a valid entry). `owner` is only compared.
+    #[allow(clippy::not_unsafe_ptr_arg_deref)]
     pub fn kind(self, owner: *mut c_void) -> PageKind {
         let Some(pfn) = self.pfn() else {
             return PageKind::Normal;
@@ -253,13 +269,7 @@ impl<T: MirrorOps> Mirror<T> {
         // SAFETY: `mni` is zeroed, at its final address; `mm` is the current process's,
         // which has users while it runs this; the ops table is static.
         let ret = unsafe {
-            bindings::mmu_interval_notifier_insert(
-                m.mni.get(),
-                mm,
-                start as usize,
-                len as usize,
-                &Self::OPS,
-            )
+            bindings::mmu_interval_notifier_insert(m.mni.get(), mm, start, len, &Self::OPS)
         };
         if ret != 0 {
             // Not inserted: free the box without running `Drop` (which would remove it),
@@ -342,11 +352,8 @@ impl<T: MirrorOps> Mirror<T> {
         }
         let default_flags = match want {
             Want::Snapshot => 0,
-            Want::Read => bindings::hmm_pfn_flags_HMM_PFN_REQ_FAULT as usize,
-            Want::Write => {
-                (bindings::hmm_pfn_flags_HMM_PFN_REQ_FAULT
-                    | bindings::hmm_pfn_flags_HMM_PFN_REQ_WRITE) as usize
-            }
+            Want::Read => PFN_REQ_FAULT,
+            Want::Write => PFN_REQ_FAULT | PFN_REQ_WRITE,
         };
         let mm = self.mm();
         // SAFETY: `mm` is grabbed by the notifier (type invariant), so the struct is
@@ -368,8 +375,8 @@ impl<T: MirrorOps> Mirror<T> {
             let mut range: bindings::hmm_range = unsafe { core::mem::zeroed() };
             range.notifier = self.mni.get();
             range.notifier_seq = seq;
-            range.start = start as usize;
-            range.end = end as usize;
+            range.start = start;
+            range.end = end;
             range.hmm_pfns = pfns.as_mut_ptr();
             range.default_flags = default_flags;
             range.pfn_flags_mask = 0;
@@ -449,8 +456,8 @@ impl<T: MirrorOps> Mirror<T> {
         // SAFETY: `mni` is inserted; under the lock, as the protocol requires.
         unsafe { bindings::aikrs_mni_set_seq(mni, cur_seq) };
         let inv = Invalidation {
-            start: r.start as usize,
-            end: r.end as usize,
+            start: r.start,
+            end: r.end,
             event: r.event,
         };
         g.invalidate(&inv);

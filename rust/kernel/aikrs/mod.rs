@@ -11,10 +11,10 @@
 
 pub mod compat;
 pub mod cpu;
-#[cfg(CONFIG_DEVICE_PRIVATE)]
-pub mod devmem;
 #[cfg(CONFIG_DEBUG_FS)]
 pub mod debugfs;
+#[cfg(CONFIG_DEVICE_PRIVATE)]
+pub mod devmem;
 #[cfg(CONFIG_AIKRS_DRM_SCHED)]
 pub mod fence;
 #[cfg(CONFIG_HMM_MIRROR)]
