@@ -2,8 +2,8 @@
 /*
  * Guest test of the ai-kernel-rs HMM mirror devices /dev/aikrs_hmm0 and 1 (KTAP):
  * bad input, the device node closed while a mirror is in use, the mirrored process
- * exiting first, and invalidation (what the device reads after the CPU side
- * changed). hmm_selftest_test.c runs the kernel's own hmm-tests; this covers what
+ * exiting first, invalidation (what the device reads after the CPU side
+ * changed), and a device write to device memory shared after a fork. hmm_selftest_test.c runs the kernel's own hmm-tests; this covers what
  * they do not. Any oops, WARN or leak report in the kernel log fails the guest run
  * (scripts/guest.sh).
  */
@@ -267,11 +267,51 @@ static void test_close_while_active(void)
 	result(ok, "close_while_active");
 }
 
+/*
+ * A page in device memory shared copy-on-write after a fork is read-only for the
+ * device too: a device write to it must fail (EFAULT, as test_hmm), not fault again
+ * forever. Reads still work, and the child sees its own copy unchanged.
+ */
+static void test_write_shared_device_page(void)
+{
+	int fd = dev_open(0), ok = 1, status, e, sync_fds[2];
+	size_t n = 4;
+	char *buf = map_anon(n * PAGE), *out = map_anon(n * PAGE), c = 0;
+	struct hmm_dmirror_cmd cm = { 0 };
+	pid_t pid;
+
+	memset(buf, 3, n * PAGE);
+	e = cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, (uintptr_t)buf, out, n, &cm);
+	ok &= check(e == 0 && cm.cpages == n, "migrate", e, &cm);
+	if (pipe(sync_fds))
+		exit(1);
+	pid = fork();
+	if (pid == 0) {
+		/* Keep the pages shared until the parent is done. */
+		if (read(sync_fds[0], &c, 1) != 1)
+			_exit(2);
+		_exit(buf[0] == 3 && buf[n * PAGE - 1] == 3 ? 0 : 1);
+	}
+	memset(out, 9, n * PAGE);
+	e = cmd(fd, HMM_DMIRROR_WRITE, (uintptr_t)buf, out, n, &cm);
+	ok &= check(e == -EFAULT, "device write to a shared device page", e, &cm);
+	e = cmd(fd, HMM_DMIRROR_READ, (uintptr_t)buf, out, n, &cm);
+	ok &= check(e == 0 && all(out, 3, n * PAGE), "device read of it", e, &cm);
+	if (write(sync_fds[1], &c, 1) != 1)
+		ok = 0;
+	ok &= waitpid(pid, &status, 0) == pid && WIFEXITED(status) && !WEXITSTATUS(status);
+	close(fd);
+	munmap(buf, n * PAGE);
+	munmap(out, n * PAGE);
+	result(ok, "write_shared_device_page");
+}
+
 int main(void)
 {
-	printf("KTAP version 1\n1..3\n");
+	printf("KTAP version 1\n1..4\n");
 	test_bad_input();
 	test_invalidation();
 	test_close_while_active();
+	test_write_shared_device_page();
 	return nfail ? 1 : 0;
 }

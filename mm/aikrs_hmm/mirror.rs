@@ -36,13 +36,14 @@
 use crate::pt::{self, Perm};
 use crate::table::{DeviceTable, NodePool};
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use kernel::{
     aikrs::{
         compat::user_slice,
         debugfs::Counters,
         devmem::{self, DevFault, DevicePrivate, DevmemOps, MigratePfn, Select},
         hmm::{self, HmmPfn, Invalidation, Mirror, MirrorGuard, MirrorOps, PageKind, Want},
+        kthread,
         miscdev::{FileOps, OpenFile, VmaNew},
     },
     alloc::{
@@ -154,6 +155,8 @@ struct DevMem {
     free: SpinLock<FreeList>,
     allocated: AtomicU64,
     freed: AtomicU64,
+    /// Allocations between popping a page and initialising it.
+    inflight: AtomicUsize,
 }
 
 /// A stack of free device pages that never allocates: `pfns.len()` is its capacity.
@@ -232,7 +235,8 @@ fn copy_to_ram(
         let Some(dpfn) = s.pfn().filter(|_| s.is_migrate()) else {
             continue;
         };
-        let backing = DevicePrivate::<Chunk>::page_data(dpfn, owner) as u64;
+        // SAFETY: `dpfn` was reported by the migration.
+        let backing = unsafe { DevicePrivate::<Chunk>::page_data(dpfn, owner) } as u64;
         if backing == 0 {
             continue;
         }
@@ -265,6 +269,7 @@ impl Dev {
                     }),
                     allocated: AtomicU64::new(0),
                     freed: AtomicU64::new(0),
+                    inflight: AtomicUsize::new(0),
                 }),
                 GFP_KERNEL,
             )?,
@@ -277,20 +282,37 @@ impl Dev {
 
     /// A free device page whose data lives in system page `backing`; adds a range of
     /// device memory when none is free. `None`: no device memory left.
+    ///
+    /// `chunks` is only taken to add a range: a migration holds its destination pages
+    /// locked while it allocates the next, and [`Dev::release_chunks`] waits for pages
+    /// without holding `chunks`.
     fn alloc_dev_page(&'static self, backing: u64) -> Option<u64> {
+        // Counted from the pop to the page's initialisation, so that a release that
+        // empties the free list can wait for pages on their way out of it.
+        self.mem.inflight.fetch_add(1, Ordering::Acquire);
+        let pfn = self.pop_or_grow();
+        if let Some(pfn) = pfn {
+            // SAFETY: `pfn` was on the free list (or is fresh from `add_chunk`): a free
+            // device-private page of ours, handed out once (it has left the list).
+            unsafe { devmem::page_init(pfn, backing as usize) };
+            self.mem.allocated.fetch_add(1, Ordering::Relaxed);
+        }
+        self.mem.inflight.fetch_sub(1, Ordering::Release);
+        pfn
+    }
+
+    fn pop_or_grow(&'static self) -> Option<u64> {
+        // The free list's guard is dropped at the end of each statement.
+        if let Some(pfn) = self.mem.free.lock().pop() {
+            return Some(pfn);
+        }
         let mut chunks = self.mem.chunks.lock();
-        // The free list's guard is dropped at the end of this statement.
-        let pfn = self.mem.free.lock().pop();
-        let pfn = match pfn {
-            Some(pfn) => pfn,
-            None => self.add_chunk(&mut chunks).ok()?,
-        };
-        let chunk = chunks.iter().find(|c| c.pfns().contains(&pfn))?;
-        // SAFETY: `pfn` was on the free list (or fresh): a free page of this range,
-        // handed out once (it leaves the list here).
-        unsafe { chunk.page_init(pfn, backing as usize) };
-        self.mem.allocated.fetch_add(1, Ordering::Relaxed);
-        Some(pfn)
+        // Another thread may have added a range meanwhile.
+        let again = self.mem.free.lock().pop();
+        match again {
+            Some(pfn) => Some(pfn),
+            None => self.add_chunk(&mut chunks).ok(),
+        }
     }
 
     /// Adds a range of device memory, puts all its pages but one on the free list and
@@ -330,37 +352,58 @@ impl Dev {
 
     /// Moves every page of device memory back to system memory and removes the device
     /// memory (`HMM_DMIRROR_RELEASE`, and module exit).
+    ///
+    /// The ranges are taken out of `chunks` first and `chunks` is released before the
+    /// eviction, so that a migration running meanwhile can finish (it may add a new
+    /// range). Pages it still held are evicted by a later round; after about a second
+    /// of rounds, unmapping the ranges waits for whatever is left (as the C driver
+    /// does).
     fn release_chunks(&self) {
-        let mut chunks = self.mem.chunks.lock();
-        {
+        let old = {
+            let mut chunks = self.mem.chunks.lock();
             let mut free = self.mem.free.lock();
             for c in chunks.iter() {
                 c.data().removing.store(true, Ordering::Relaxed);
             }
             free.len = 0;
+            core::mem::replace(&mut *chunks, KVec::new())
+        };
+        // Pages popped before the list was emptied are initialised (handed out) first.
+        while self.mem.inflight.load(Ordering::Acquire) != 0 {
+            kthread::msleep(1);
         }
         let owner = self.owner();
-        for c in chunks.iter() {
-            let (mut src, mut dst) = (
-                [MigratePfn::default(); MIGRATE_CHUNK],
-                [MigratePfn::default(); MIGRATE_CHUNK],
-            );
-            let pfns = c.pfns();
-            let mut first = pfns.start;
-            while first < pfns.end {
-                let n = ((pfns.end - first) as usize).min(MIGRATE_CHUNK);
-                // SAFETY: Pages of our own device-private range.
-                unsafe {
-                    devmem::migrate_device_range(first, &mut src[..n], &mut dst[..n], |s, d| {
-                        copy_to_ram(s, d, owner, None)
-                    })
-                };
-                first += n as u64;
+        for _round in 0..100 {
+            for c in old.iter() {
+                let (mut src, mut dst) = (
+                    [MigratePfn::default(); MIGRATE_CHUNK],
+                    [MigratePfn::default(); MIGRATE_CHUNK],
+                );
+                let pfns = c.pfns();
+                let mut first = pfns.start;
+                while first < pfns.end {
+                    let n = ((pfns.end - first) as usize).min(MIGRATE_CHUNK);
+                    // SAFETY: Pages of our own device-private range.
+                    unsafe {
+                        devmem::migrate_device_range(first, &mut src[..n], &mut dst[..n], |s, d| {
+                            copy_to_ram(s, d, owner, None)
+                        })
+                    };
+                    first += n as u64;
+                }
             }
+            let (a, f) = (
+                self.mem.allocated.load(Ordering::Relaxed),
+                self.mem.freed.load(Ordering::Relaxed),
+            );
+            if a == f {
+                break;
+            }
+            kthread::msleep(10);
         }
-        // Unmapping waits until every page is free.
-        let n = chunks.len();
-        *chunks = KVec::new();
+        // Unmapping waits until every page of the ranges is free.
+        let n = old.len();
+        drop(old);
         self.counters.add(ctr::CHUNKS_RELEASED, n as u64);
     }
 }
@@ -488,7 +531,7 @@ impl MirrorFile {
             let dev = self.dev;
             self.mirror
                 .range_fault(addr, &mut pfns[..n], want, |g, entries| {
-                    commit(g, addr, entries, owner, dev)
+                    commit(g, addr, entries, write, owner, dev)
                 })??;
             addr = next;
         }
@@ -611,7 +654,8 @@ impl MirrorFile {
                                 continue;
                             }
                             let spage = s.pfn();
-                            if spage.is_some_and(devmem::is_zone_device) {
+                            // SAFETY: `spage` was reported by the migration.
+                            if spage.is_some_and(|p| unsafe { devmem::is_zone_device(p) }) {
                                 continue;
                             }
                             let Some(backing) = devmem::alloc_page(None) else {
@@ -635,30 +679,20 @@ impl MirrorFile {
                             );
                         }
                     },
-                    |src, dst| {
-                        let mut g = self.mirror.lock();
-                        for (i, (s, d)) in src.iter().zip(dst).enumerate() {
-                            let Some(dpfn) = d.pfn().filter(|_| s.is_migrate()) else {
-                                continue;
-                            };
-                            let backing = DevicePrivate::<Chunk>::page_data(dpfn, owner) as u64;
-                            let mut perm = Perm::READ.union(Perm::DEVICE);
-                            if d.is_write() {
-                                perm = perm.union(Perm::WRITE);
-                            }
-                            // A failure leaves the page unmapped: the read below
-                            // reports it (ENOENT), a later access faults it in.
-                            let _ = g.table.map((addr + i * PAGE_SIZE) as u64, backing, perm);
-                        }
-                    },
+                    // The new pages are mapped below by `map_local`, under the
+                    // sequence check: mapping them here, unchecked, could keep an
+                    // entry for a page that a concurrent zap (MADV_DONTNEED) has
+                    // already had freed.
+                    |_, _| {},
                 )?;
                 dev.counters.add(ctr::MIGRATED_TO_DEVICE, n as u64);
                 addr = next;
             }
         }
-        // A migration's own invalidation covers its whole range, so it also dropped
-        // the entries of pages that were in this device's memory already (not
-        // collected again): map those back, without faulting anything.
+        // Map the range's pages that are in this device's memory now (those just
+        // migrated, and those that were there already, whose entries the migration's
+        // own invalidation dropped), through a non-faulting walk with the sequence
+        // check.
         self.map_local(start, end)?;
         // The device reads the range back as the C driver does: from its table only,
         // `ENOENT` for a page it does not map (one not migrated and not mirrored).
@@ -684,7 +718,9 @@ impl MirrorFile {
                         if e.kind(owner) != PageKind::DevicePrivateLocal {
                             continue;
                         }
-                        let backing = DevicePrivate::<Chunk>::page_data(pfn, owner) as u64;
+                        // SAFETY: `pfn` was reported by `hmm_range_fault`.
+                        let backing =
+                            unsafe { DevicePrivate::<Chunk>::page_data(pfn, owner) } as u64;
                         if backing != 0 {
                             let va = (addr + i * PAGE_SIZE) as u64;
                             let _ = g.table.map(va, backing, perm_of(e).union(Perm::DEVICE));
@@ -761,19 +797,36 @@ impl MirrorFile {
     /// revokes it (the notifiers remove the device's entry).
     fn exclusive(&self, cmd: &mut Cmd) -> Result {
         let (start, end) = cmd.range()?;
-        {
-            let mm = self.mirror.mmap_read()?;
-            for addr in (start..end).step_by(PAGE_SIZE) {
-                let page = devmem::make_device_exclusive(&mm, addr, core::ptr::null_mut())?;
-                // Mapped while the page is still locked: a CPU access that revokes the
-                // exclusive entry needs the page lock, so its invalidation comes after.
-                let mut g = self.mirror.lock();
-                let perm = Perm::READ.union(Perm::WRITE).union(Perm::ATOMIC);
-                g.table.map(addr as u64, page.pfn(), perm)?;
-                drop(g);
+        let owner = self.dev.owner();
+        let perm = Perm::READ.union(Perm::WRITE).union(Perm::ATOMIC);
+        for addr in (start..end).step_by(PAGE_SIZE) {
+            // As `hmm_range_fault` users do (and nouveau for atomics): sample the
+            // sequence, make the page exclusive, and map it only if no invalidation
+            // began since; our own `MMU_NOTIFY_EXCLUSIVE` is not one (see
+            // `kernel::aikrs::hmm`). The page stays locked until it is mapped, so a CPU
+            // access that revokes it comes after; a zap of the address (which needs no
+            // page lock) moves the sequence, and then the page is not mapped.
+            let mut tries = 0;
+            loop {
+                let seq = self.mirror.read_begin();
+                let page = {
+                    let mm = self.mirror.mmap_read()?;
+                    devmem::make_device_exclusive(&mm, addr, owner)?
+                };
+                let mapped = self
+                    .mirror
+                    .commit(seq, |g| g.table.map(addr as u64, page.pfn(), perm));
                 drop(page);
-                self.dev.counters.add(ctr::EXCLUSIVE, 1);
+                match mapped {
+                    Some(r) => {
+                        r?;
+                        break;
+                    }
+                    None if tries < 100 => tries += 1,
+                    None => return Err(EBUSY),
+                }
             }
+            self.dev.counters.add(ctr::EXCLUSIVE, 1);
         }
         cmd.cpages = self.read_mapped(start, end, cmd.ptr)?;
         Ok(())
@@ -877,16 +930,24 @@ fn prot_byte(e: HmmPfn, owner: *mut c_void) -> u8 {
     p
 }
 
-/// Installs the faulted entries of `[addr, addr + entries pages)` in the device table
+/// Installs the faulted entries of `[addr, addr + entries pages)` (asked for writing if
+/// `write`) in the device table
 /// (under the mirror lock, with no invalidation since the walk): a 2 MiB entry for a
 /// whole 2 MiB block the CPU maps with one PMD, else 4 KiB entries.
 fn commit(
     g: &mut MirrorGuard<'_, State>,
     addr: usize,
     entries: &[HmmPfn],
+    write: bool,
     owner: *mut c_void,
     dev: &Dev,
 ) -> Result {
+    // `hmm_range_fault` reports this device's own pages as they are, without breaking
+    // copy-on-write: a read-only one (shared after a fork) cannot serve a write. Fail
+    // as the C driver does, instead of faulting again forever.
+    if write && entries.iter().any(|e| !e.is_write()) {
+        return Err(EFAULT);
+    }
     let whole_block =
         addr % pt::HUGE_SIZE as usize == 0 && entries.len() == pt::HUGE_PAGES as usize;
     if let (true, Some(&first)) = (whole_block, entries.first()) {
@@ -913,7 +974,8 @@ fn commit(
             PageKind::Normal | PageKind::Zero => g.table.map(va, pfn, perm_of(e))?,
             // A page in this device's memory: the device accesses its backing page.
             PageKind::DevicePrivateLocal => {
-                let backing = DevicePrivate::<Chunk>::page_data(pfn, owner) as u64;
+                // SAFETY: `pfn` was reported by `hmm_range_fault`.
+                let backing = unsafe { DevicePrivate::<Chunk>::page_data(pfn, owner) } as u64;
                 if backing == 0 {
                     return Err(EFAULT);
                 }

@@ -253,6 +253,11 @@ __rust_helper void rust_helper_aikrs_vma_setup_pfnmap(struct vm_area_struct *vma
 	vma->vm_private_data = private;
 }
 
+__rust_helper bool rust_helper_aikrs_vma_is_pfnmap(struct vm_area_struct *vma)
+{
+	return vma->vm_flags & VM_PFNMAP;
+}
+
 __rust_helper struct address_space *rust_helper_aikrs_file_mapping(struct file *file)
 {
 	return file->f_mapping;

@@ -105,7 +105,9 @@ impl DevFault<'_> {
 ///
 /// `pgmap` is the first field (`repr(C)`) and is mapped (`memremap_pages`) over the
 /// region `res` from [`DevicePrivate::new`] until [`Drop`], which unmaps it (waiting
-/// for every page to be freed) and releases the region.
+/// for every page to be freed) and releases the region. (While `Drop` waits, freed
+/// pages still reach [`DevmemOps::page_free`] through a shared reference to `data`:
+/// `Drop` itself touches only the C fields.)
 #[repr(C)]
 pub struct DevicePrivate<T: DevmemOps> {
     pgmap: UnsafeCell<bindings::dev_pagemap>,
@@ -219,26 +221,17 @@ impl<T: DevmemOps> DevicePrivate<T> {
         &self.data
     }
 
-    /// Prepares free page `pfn` of this range for a migration to it (refcount 1,
-    /// locked) and stores `data` with it (given back by [`DevmemOps::page_free`]).
+    /// The data stored with a device-private page of this owner by [`page_init`] (0 for
+    /// any other page).
     ///
     /// # Safety
     ///
-    /// `pfn` must be a page of this range that is free (never handed out, or given
-    /// back by `page_free` since), and handed out once.
-    pub unsafe fn page_init(&self, pfn: u64, data: usize) {
-        // SAFETY: As the caller guarantees; `pgmap` is mapped (type invariant).
-        unsafe {
-            bindings::aikrs_devmem_page_init(pfn as usize, self.pgmap.get(), data as *mut c_void)
-        }
-    }
-
-    /// The data stored with a device-private page of this owner by
-    /// [`DevicePrivate::page_init`] (0 for any other page).
-    pub fn page_data(pfn: u64, owner: *mut c_void) -> usize {
-        // SAFETY: Reads the page's `pgmap` and, for a device page of `owner` (which
-        // only the owner's driver hands out), its `zone_device_data`; the struct page
-        // exists for every pfn that `hmm_range_fault` or a migration reports.
+    /// `pfn` must have a `struct page`: a pfn reported by `hmm_range_fault()` or by a
+    /// migration, say. (`owner` is only compared.)
+    pub unsafe fn page_data(pfn: u64, owner: *mut c_void) -> usize {
+        // SAFETY: Reads the page's `pgmap` (the caller guarantees the page exists) and,
+        // for a device page of `owner` (which only the owner's driver hands out), its
+        // `zone_device_data`.
         unsafe {
             let pgmap = bindings::aikrs_pfn_pgmap(pfn as usize);
             if pgmap.is_null() || (*pgmap).owner != owner {
@@ -592,9 +585,29 @@ pub unsafe fn clear_page(pfn: u64) {
 }
 
 /// Whether `pfn` is a ZONE_DEVICE page (device-private or other).
-pub fn is_zone_device(pfn: u64) -> bool {
-    // SAFETY: Reads the page flags of a pfn reported by a migration.
+///
+/// # Safety
+///
+/// `pfn` must have a `struct page` (a pfn reported by a migration, say).
+pub unsafe fn is_zone_device(pfn: u64) -> bool {
+    // SAFETY: Reads the page flags of a page that exists, as the caller guarantees.
     unsafe { bindings::aikrs_pfn_is_zone_device(pfn as usize) }
+}
+
+/// Prepares free device-private page `pfn` for a migration to it (refcount 1, locked)
+/// and stores `data` with it (given back by [`DevmemOps::page_free`]).
+///
+/// # Safety
+///
+/// `pfn` must be a page of a live [`DevicePrivate`] of the caller's that is free (never
+/// handed out, or given back by `page_free` since), handed out once, and its range not
+/// being dropped.
+pub unsafe fn page_init(pfn: u64, data: usize) {
+    // SAFETY: As the caller guarantees; the page's `pgmap` is its range's, mapped.
+    unsafe {
+        let pgmap = bindings::aikrs_pfn_pgmap(pfn as usize);
+        bindings::aikrs_devmem_page_init(pfn as usize, pgmap, data as *mut c_void)
+    }
 }
 
 /// A page made exclusive to the device ([`make_device_exclusive`]): the CPU page

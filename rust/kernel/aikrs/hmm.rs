@@ -106,9 +106,10 @@ struct RawMutex(UnsafeCell<bindings::mutex>);
 /// - `owner` is the `dev_private_owner` the mirror passes to `hmm_range_fault()`.
 ///
 /// Every invalidation reaches [`MirrorOps::invalidate`], including those a migration of
-/// the mirror's own device raises (`MMU_NOTIFY_MIGRATE`): the C test driver skips
-/// those and patches its table by hand; here the migration's own update re-maps the
-/// pages after `migrate_vma_pages()`, so no stale entry can survive either way.
+/// the mirror's own device raises (`MMU_NOTIFY_MIGRATE`; the C test driver skips those
+/// and patches its table by hand). The one exception is `MMU_NOTIFY_EXCLUSIVE` raised
+/// for the mirror's own owner (see `invalidate_cb`). Entries are installed only under
+/// a sequence check ([`Mirror::range_fault`], [`Mirror::commit`]).
 #[repr(C)]
 pub struct Mirror<T: MirrorOps> {
     mni: UnsafeCell<bindings::mmu_interval_notifier>,
@@ -150,6 +151,22 @@ impl<T: MirrorOps> core::ops::DerefMut for MirrorGuard<'_, T> {
         unsafe { &mut *self.mirror.state.get() }
     }
 }
+
+/// The state of a [`Mirror`] while its lock is held, for reading only: what
+/// [`Mirror::lock`] gives. Entries are installed only through [`Mirror::range_fault`] and
+/// [`Mirror::commit`], which check the sequence first.
+pub struct MirrorReadGuard<'a, T: MirrorOps>(MirrorGuard<'a, T>);
+
+impl<T: MirrorOps> core::ops::Deref for MirrorReadGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// A sample of a [`Mirror`]'s invalidation sequence ([`Mirror::read_begin`]).
+pub struct Seq(usize);
 
 impl<T: MirrorOps> Drop for MirrorGuard<'_, T> {
     fn drop(&mut self) {
@@ -306,11 +323,38 @@ impl<T: MirrorOps> Mirror<T> {
         unsafe { bindings::aikrs_mni_mm(self.mni.get()) }
     }
 
-    /// Takes the lock; allocations do not reclaim until the guard is dropped.
-    pub fn lock(&self) -> MirrorGuard<'_, T> {
+    /// Takes the lock to read the state; allocations do not reclaim until the guard is
+    /// dropped.
+    pub fn lock(&self) -> MirrorReadGuard<'_, T> {
+        MirrorReadGuard(self.lock_mut())
+    }
+
+    /// Takes the lock, for the callback and for commits whose sequence was checked.
+    fn lock_mut(&self) -> MirrorGuard<'_, T> {
         // SAFETY: The lock is initialised (type invariant).
         unsafe { bindings::aikrs_mutex_lock(self.lock.0.get()) };
         self.guard()
+    }
+
+    /// Samples the invalidation sequence before the caller reads CPU state by other
+    /// means than [`Mirror::range_fault`] (`make_device_exclusive`, say). Call it before
+    /// taking the `mmap_lock`: it waits for invalidations in progress.
+    pub fn read_begin(&self) -> Seq {
+        // SAFETY: `mni` is inserted (type invariant).
+        Seq(unsafe { bindings::mmu_interval_read_begin(self.mni.get()) })
+    }
+
+    /// Calls `f` with the lock held if no invalidation began since `seq` was sampled,
+    /// and returns its result; `None` (nothing called) if one did: read the CPU state
+    /// again.
+    pub fn commit<R>(&self, seq: Seq, f: impl FnOnce(&mut MirrorGuard<'_, T>) -> R) -> Option<R> {
+        let mut g = self.lock_mut();
+        // SAFETY: `mni` is inserted; `seq` came from it; checked under the lock, as the
+        // protocol requires.
+        if unsafe { bindings::aikrs_mni_read_retry(self.mni.get(), seq.0) } {
+            return None;
+        }
+        Some(f(&mut g))
     }
 
     /// Takes the lock if it is free.
@@ -399,7 +443,7 @@ impl<T: MirrorOps> Mirror<T> {
             if r != 0 {
                 break Err(Error::from_errno(r));
             }
-            let mut g = self.lock();
+            let mut g = self.lock_mut();
             // SAFETY: `mni` is inserted; `seq` came from it.
             if unsafe { bindings::aikrs_mni_read_retry(self.mni.get(), seq) } {
                 drop(g);
@@ -444,8 +488,18 @@ impl<T: MirrorOps> Mirror<T> {
         let this = unsafe { &*mni.cast::<Self>() };
         // SAFETY: `range` is valid during the call.
         let (r, blockable) = unsafe { (&*range, bindings::aikrs_mn_range_blockable(range)) };
+        // Making a page exclusive to this very device only swaps the CPU's entry for a
+        // device-exclusive one; the page stays, and the caller maps it (under
+        // `commit`). Counting it as an invalidation would make that commit retry forever
+        // (`make_device_exclusive` documents that callers must filter it).
+        if r.event == bindings::mmu_notifier_event_MMU_NOTIFY_EXCLUSIVE
+            && !this.owner.is_null()
+            && r.owner == this.owner
+        {
+            return true;
+        }
         let mut g = if blockable {
-            this.lock()
+            this.lock_mut()
         } else {
             match this.try_lock() {
                 Some(g) => g,

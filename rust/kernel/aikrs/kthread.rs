@@ -87,8 +87,8 @@ pub fn run_on_each_online_cpu(f: &(dyn Fn(u32) + Sync)) -> Result {
         unsafe { bindings::wake_up_process(t) };
     }
     while (done.load(Ordering::Acquire) as usize) < tasks.len() {
-        // SAFETY: Sleeping is allowed: the caller is in process context (documented).
-        unsafe { bindings::msleep(1) };
+        // The caller is in process context (documented).
+        msleep(1);
     }
     for &t in tasks.iter() {
         // SAFETY: Each thread is stopped and its reference dropped exactly once.
@@ -132,4 +132,10 @@ impl StartBarrier {
             super::cpu::cpu_relax();
         }
     }
+}
+
+/// Sleeps for at least `ms` milliseconds (`msleep`). Process context only.
+pub fn msleep(ms: u32) {
+    // SAFETY: Sleeping is allowed in process context (documented).
+    unsafe { bindings::msleep(ms) };
 }

@@ -128,9 +128,14 @@ impl<T: FileOps> VmaNew<'_, T> {
     /// Maps `page` at `addr` of the mapping (C `vm_insert_page`, which makes it a mixed
     /// map): the mapping takes its own reference on the page, so the caller may drop
     /// its [`crate::page::Page`] afterwards. A private writable mapping gets the page
-    /// read-only (written, it is copied). Errors: `EINVAL`/`EFAULT` for an address
-    /// outside the mapping, `ENOMEM`.
+    /// read-only (written, it is copied). Errors: `EINVAL` for a PFN map (see
+    /// [`VmaNew::setup_pfnmap`]; `vm_insert_page` would BUG) or an address outside the
+    /// mapping, `EFAULT`, `ENOMEM`.
     pub fn insert_page(&self, addr: usize, page: &crate::page::Page) -> Result {
+        // SAFETY: `vma` is the vma being mmap'ed; the helper only reads its flags.
+        if unsafe { bindings::aikrs_vma_is_pfnmap(self.vma.as_ptr()) } {
+            return Err(EINVAL);
+        }
         // SAFETY: `vma` is the vma being mmap'ed (the mmap_lock is held for writing, as
         // `vm_insert_page` requires); `page` is a valid, allocated page;
         // `vm_insert_page` checks the address and takes a reference.

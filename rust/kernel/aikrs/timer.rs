@@ -227,11 +227,7 @@ unsafe impl<T: Run> Send for Work<T> {}
 // SAFETY: As for `Timer`.
 unsafe impl<T: Run> Sync for Work<T> {}
 
-/// Sleeps for at least `ms` milliseconds (`msleep`). Process context.
-pub fn msleep(ms: u32) {
-    // SAFETY: Sleeping is allowed in process context (documented).
-    unsafe { bindings::msleep(ms) };
-}
+pub use crate::aikrs::kthread::msleep;
 
 /// A workqueue of our own: per-CPU, high priority, with a rescuer
 /// (`WQ_HIGHPRI | WQ_MEM_RECLAIM`). Destroyed (after draining) on drop.
