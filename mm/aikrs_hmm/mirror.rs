@@ -366,7 +366,7 @@ impl Dev {
                 c.data().removing.store(true, Ordering::Relaxed);
             }
             free.len = 0;
-            core::mem::replace(&mut *chunks, KVec::new())
+            core::mem::take(&mut *chunks)
         };
         // Pages popped before the list was emptied are initialised (handed out) first.
         while self.mem.inflight.load(Ordering::Acquire) != 0 {
