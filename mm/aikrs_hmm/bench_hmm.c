@@ -120,6 +120,14 @@ static int run(int d, char *buf, char *mirror, double mibs[NOPS], uint64_t fault
 			close(fd);
 			return -1;
 		}
+		/* The snapshot: one byte per page, all of them writable mappings. */
+		for (unsigned long i = 0; op == SNAPSHOT && i < NPAGES; i++)
+			if (!((unsigned char)mirror[i] & HMM_DMIRROR_PROT_WRITE)) {
+				printf("# hmm bench: %s snapshot byte %lu is %#x\n", dev_path[d],
+				       i, (unsigned char)mirror[i]);
+				close(fd);
+				return -1;
+			}
 		mibs[op] = (SIZE >> 20) / t;
 		faults[op] = c.faults;
 	}

@@ -306,9 +306,39 @@ static void test_write_shared_device_page(void)
 	result(ok, "write_shared_device_page");
 }
 
+/*
+ * A snapshot of more than one 2 MiB block: one byte per page, back to back, and
+ * nothing written past them.
+ */
+static void test_snapshot_layout(void)
+{
+	int fd = dev_open(0), ok = 1, e;
+	size_t n = 1536; /* 6 MiB: the walk goes in 2 MiB blocks */
+	char *buf = map_anon(n * PAGE);
+	unsigned char *out = map_anon(2 * PAGE);
+	struct hmm_dmirror_cmd cm = { 0 };
+
+	memset(buf, 1, n * PAGE);
+	memset(out, 0x77, 2 * PAGE);
+	e = cmd(fd, HMM_DMIRROR_SNAPSHOT, (uintptr_t)buf, out, n, &cm);
+	ok &= check(e == 0 && cm.cpages == n, "snapshot", e, &cm);
+	for (size_t i = 0; i < n; i++)
+		ok &= (out[i] & HMM_DMIRROR_PROT_WRITE) && out[i] != HMM_DMIRROR_PROT_ERROR;
+	for (size_t i = n; i < 2 * PAGE; i++)
+		ok &= out[i] == 0x77;
+	if (!ok)
+		printf("# snapshot bytes: %#x %#x %#x, after them %#x\n", out[0], out[600],
+		       out[n - 1], out[n]);
+	close(fd);
+	munmap(buf, n * PAGE);
+	munmap(out, 2 * PAGE);
+	result(ok, "snapshot_layout");
+}
+
 int main(void)
 {
-	printf("KTAP version 1\n1..4\n");
+	printf("KTAP version 1\n1..5\n");
+	test_snapshot_layout();
 	test_bad_input();
 	test_invalidation();
 	test_close_while_active();

@@ -887,7 +887,8 @@ impl MirrorFile {
                         prev = Some((e, *p));
                     }
                 })?;
-            let uptr = cmd.ptr.checked_add((addr - start) as u64).ok_or(EFAULT)?;
+            // One byte per page: the block's bytes follow those of the pages before it.
+            let uptr = cmd.ptr.checked_add(cmd.cpages).ok_or(EFAULT)?;
             user_slice(uptr as usize, n).writer().write_slice(perm)?;
             cmd.cpages += n as u64;
             self.dev.counters.add(ctr::SNAPSHOT_PAGES, n as u64);
