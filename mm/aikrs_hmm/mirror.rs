@@ -495,6 +495,22 @@ impl Cmd {
     }
 }
 
+/// The 2 MiB-aligned blocks of `[start, end)` (the first and last may be partial), as
+/// `(first address, pages)`: the unit of every `hmm_range_fault` walk here, so that a
+/// PMD mapping arrives whole.
+fn blocks(start: usize, end: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut addr = start;
+    core::iter::from_fn(move || {
+        if addr >= end {
+            return None;
+        }
+        let next = ((addr | (pt::HUGE_SIZE as usize - 1)) + 1).min(end);
+        let block = (addr, (next - addr) / PAGE_SIZE);
+        addr = next;
+        Some(block)
+    })
+}
+
 /// Page `i` of a bounce buffer.
 fn page_mut(buf: &mut [u8], i: usize) -> Option<&mut [u8; PAGE_SIZE]> {
     buf.get_mut(i * PAGE_SIZE..(i + 1) * PAGE_SIZE)?
@@ -522,20 +538,35 @@ impl MirrorFile {
     fn fault(&self, start: usize, end: usize, write: bool) -> Result {
         let mut pfns = KVec::<usize>::from_elem(0, FAULT_CHUNK, GFP_KERNEL)?;
         let want = if write { Want::Write } else { Want::Read };
-        let mut addr = start;
-        while addr < end {
-            let block_end = (addr | (pt::HUGE_SIZE as usize - 1)) + 1;
-            let next = block_end.min(end);
-            let n = (next - addr) / PAGE_SIZE;
-            let owner = self.dev.owner();
-            let dev = self.dev;
+        let owner = self.dev.owner();
+        let dev = self.dev;
+        for (addr, n) in blocks(start, end) {
             self.mirror
                 .range_fault(addr, &mut pfns[..n], want, |g, entries| {
                     commit(g, addr, entries, write, owner, dev)
                 })??;
-            addr = next;
         }
         Ok(())
+    }
+
+    /// Copies the pages of `[pos, pos + n pages)` that the device table maps, from the
+    /// first on, into `bounce` (the device's read) and returns how many; it stops at
+    /// the first page the table does not map.
+    fn copy_mapped(&self, pos: usize, n: usize, bounce: &mut [u8]) -> usize {
+        let g = self.mirror.lock();
+        let mut done = 0;
+        while done < n {
+            let va = (pos + done * PAGE_SIZE) as u64;
+            let (Some(leaf), Some(dst)) = (g.table.lookup(va), page_mut(bounce, done)) else {
+                break;
+            };
+            // SAFETY: The entry is in the device table, read under the mirror lock: the
+            // page cannot be freed before an invalidation removes the entry, and
+            // invalidations wait for this lock.
+            unsafe { hmm::copy_from_pfn(dst, leaf.pfn) };
+            done += 1;
+        }
+        done
     }
 
     /// `HMM_DMIRROR_READ`.
@@ -545,22 +576,7 @@ impl MirrorFile {
         let mut pos = start;
         while pos < end {
             let n = ((end - pos) / PAGE_SIZE).min(COPY_CHUNK);
-            let mut done = 0;
-            {
-                let g = self.mirror.lock();
-                while done < n {
-                    let va = (pos + done * PAGE_SIZE) as u64;
-                    let (Some(leaf), Some(dst)) = (g.table.lookup(va), page_mut(&mut bounce, done))
-                    else {
-                        break;
-                    };
-                    // SAFETY: The entry is in the device table, read under the mirror
-                    // lock: the page cannot be freed before an invalidation removes the
-                    // entry, and invalidations wait for this lock.
-                    unsafe { hmm::copy_from_pfn(dst, leaf.pfn) };
-                    done += 1;
-                }
-            }
+            let done = self.copy_mapped(pos, n, &mut bounce);
             let off = (pos - start) as u64;
             let uptr = cmd.ptr.checked_add(off).ok_or(EFAULT)?;
             user_slice(uptr as usize, done * PAGE_SIZE)
@@ -705,10 +721,7 @@ impl MirrorFile {
     fn map_local(&self, start: usize, end: usize) -> Result {
         let mut pfns = KVec::<usize>::from_elem(0, FAULT_CHUNK, GFP_KERNEL)?;
         let owner = self.dev.owner();
-        let mut addr = start;
-        while addr < end {
-            let next = ((addr | (pt::HUGE_SIZE as usize - 1)) + 1).min(end);
-            let n = (next - addr) / PAGE_SIZE;
+        for (addr, n) in blocks(start, end) {
             self.mirror
                 .range_fault(addr, &mut pfns[..n], Want::Snapshot, |g, entries| {
                     for (i, &e) in entries.iter().enumerate() {
@@ -727,7 +740,6 @@ impl MirrorFile {
                         }
                     }
                 })?;
-            addr = next;
         }
         Ok(())
     }
@@ -740,14 +752,8 @@ impl MirrorFile {
         let mut pos = start;
         while pos < end {
             let n = ((end - pos) / PAGE_SIZE).min(COPY_CHUNK);
-            {
-                let g = self.mirror.lock();
-                for i in 0..n {
-                    let leaf = g.table.lookup((pos + i * PAGE_SIZE) as u64).ok_or(ENOENT)?;
-                    let dst = page_mut(&mut bounce, i).ok_or(EINVAL)?;
-                    // SAFETY: As in `read`.
-                    unsafe { hmm::copy_from_pfn(dst, leaf.pfn) };
-                }
+            if self.copy_mapped(pos, n, &mut bounce) < n {
+                return Err(ENOENT);
             }
             let uptr = ptr.checked_add((pos - start) as u64).ok_or(EFAULT)?;
             user_slice(uptr as usize, n * PAGE_SIZE)
@@ -860,11 +866,7 @@ impl MirrorFile {
         let mut pfns = KVec::<usize>::from_elem(0, FAULT_CHUNK, GFP_KERNEL)?;
         let mut perm = VVec::<u8>::from_elem(0, FAULT_CHUNK, GFP_KERNEL)?;
         let owner = self.dev.owner();
-        let mut addr = start;
-        while addr < end {
-            let block_end = (addr | (pt::HUGE_SIZE as usize - 1)) + 1;
-            let next = block_end.min(end);
-            let n = (next - addr) / PAGE_SIZE;
+        for (addr, n) in blocks(start, end) {
             let perm = &mut perm[..n];
             self.mirror
                 .range_fault(addr, &mut pfns[..n], Want::Snapshot, |_, entries| {
@@ -892,7 +894,6 @@ impl MirrorFile {
             user_slice(uptr as usize, n).writer().write_slice(perm)?;
             cmd.cpages += n as u64;
             self.dev.counters.add(ctr::SNAPSHOT_PAGES, n as u64);
-            addr = next;
         }
         Ok(())
     }
