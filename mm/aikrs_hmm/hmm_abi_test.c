@@ -3,8 +3,9 @@
  * Guest test of the ai-kernel-rs HMM mirror devices /dev/aikrs_hmm0 and 1 (KTAP):
  * bad input, the device node closed while a mirror is in use, the mirrored process
  * exiting first, invalidation (what the device reads after the CPU side
- * changed), and a device write to device memory shared after a fork. hmm_selftest_test.c runs the kernel's own hmm-tests; this covers what
- * they do not. Any oops, WARN or leak report in the kernel log fails the guest run
+ * changed), a device write to device memory shared after a fork, and a 2 MiB
+ * device folio read by another device, split and evicted. hmm_selftest_test.c runs
+ * the kernel's own hmm-tests; this covers what they do not. Any oops, WARN or leak report in the kernel log fails the guest run
  * (scripts/guest.sh).
  */
 #define _GNU_SOURCE
@@ -22,6 +23,11 @@
 #include <unistd.h>
 
 #include <lib/test_hmm_uapi.h>
+
+/* Linux 7 ABI; the Rust driver has it on every kernel. */
+#ifndef HMM_DMIRROR_FLAGS
+#define HMM_DMIRROR_FLAGS _IOWR('H', 0x08, struct hmm_dmirror_cmd)
+#endif
 
 #define PAGE 4096UL
 
@@ -335,13 +341,122 @@ static void test_snapshot_layout(void)
 	result(ok, "snapshot_layout");
 }
 
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+#define HUGE (2UL << 20)
+
+/* Whether the kernel has 2 MiB device-private folios (Linux 7 here). */
+static int kernel_has_huge_devmem(void)
+{
+	char rel[64] = "";
+	FILE *f = fopen("/proc/sys/kernel/osrelease", "r");
+
+	if (f) {
+		if (!fgets(rel, sizeof(rel), f))
+			rel[0] = 0;
+		fclose(f);
+	}
+	return atoi(rel) >= 7;
+}
+
+/* A 2 MiB-aligned THP filled with `v` + page index, or NULL if none can be had. */
+static char *map_thp(char **base, int fd, int v)
+{
+	char *raw = map_anon(2 * HUGE), *p;
+	unsigned char snap[512];
+	struct hmm_dmirror_cmd c = { 0 };
+
+	*base = raw;
+	p = (char *)(((uintptr_t)raw + HUGE - 1) & ~(HUGE - 1));
+	madvise(p, HUGE, MADV_HUGEPAGE);
+	for (size_t i = 0; i < HUGE / PAGE; i++)
+		memset(p + i * PAGE, v + (int)i, PAGE);
+	if (cmd(fd, HMM_DMIRROR_SNAPSHOT, (uintptr_t)p, snap, 512, &c) || !(snap[0] & HMM_DMIRROR_PROT_PMD))
+		madvise(p, HUGE, MADV_COLLAPSE);
+	if (cmd(fd, HMM_DMIRROR_SNAPSHOT, (uintptr_t)p, snap, 512, &c) || !(snap[0] & HMM_DMIRROR_PROT_PMD))
+		return NULL;
+	return p;
+}
+
+static int thp_intact(const char *p, int v, size_t from, size_t to)
+{
+	for (size_t i = from; i < to; i++)
+		if (!all(p + i * PAGE, v + (int)i, PAGE))
+			return 0;
+	return 1;
+}
+
+/*
+ * A THP migrated to device memory: on Linux 7 it becomes one 2 MiB device folio
+ * (the snapshot says PMD). Then the paths hmm-tests does not take with one:
+ * HMM_DMIRROR_FLAGS input checks; a second device reading it (the first device's
+ * folio goes back to RAM whole, through migrate_to_ram); a partial munmap (the
+ * device folio is split, folio_split op) and a CPU read of the rest; and RELEASE
+ * (eviction) of a whole 2 MiB device folio still mapped.
+ */
+static void test_huge_device_folio(void)
+{
+	int fd = dev_open(0), fd1 = dev_open(1), ok = 1, e;
+	int huge = kernel_has_huge_devmem();
+	unsigned char snap[512];
+	char *base, *p, *out = map_anon(HUGE);
+	struct hmm_dmirror_cmd c = { 0 };
+
+	/* Flags: unknown bits are refused, no range is needed. */
+	ok &= check(cmd(fd, HMM_DMIRROR_FLAGS, 0, NULL, 2, &c) == -EINVAL, "unknown flag", 0, &c);
+	ok &= check(cmd(fd, HMM_DMIRROR_FLAGS, 0, NULL, 0, &c) == 0, "no flags", 0, &c);
+
+	for (int step = 0; step < 3; step++) {
+		p = map_thp(&base, fd, step * 16);
+		if (!p) {
+			printf("# no THP could be had (step %d)\n", step);
+			ok = 0;
+			break;
+		}
+		e = cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, (uintptr_t)p, out, 512, &c);
+		ok &= check(e == 0 && c.cpages == 512 && thp_intact(out, step * 16, 0, 512),
+			    "migrate THP", e, &c);
+		e = cmd(fd, HMM_DMIRROR_SNAPSHOT, (uintptr_t)p, snap, 512, &c);
+		ok &= check(e == 0 && (snap[0] & HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL) ==
+				      HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL &&
+				      !!(snap[511] & HMM_DMIRROR_PROT_PMD) == huge,
+			    "snapshot in device memory", e, &c);
+		if (step == 0) {
+			/* The other device faults it back (whole) and reads it. */
+			e = cmd(fd1, HMM_DMIRROR_READ, (uintptr_t)p, out, 512, &c);
+			ok &= check(e == 0 && thp_intact(out, 0, 0, 512), "read by device 1", e, &c);
+			ok &= thp_intact(p, 0, 0, 512);
+		} else if (step == 1) {
+			/* Unmap the middle: the device folio is split; the rest reads back. */
+			munmap(p + HUGE / 4, HUGE / 2);
+			ok &= check(thp_intact(p, 16, 0, 128) && thp_intact(p, 16, 384, 512),
+				    "CPU read after a partial unmap", 0, &c);
+		} else {
+			/* Evict it while mapped: RELEASE moves the whole folio back. */
+			e = cmd(fd, HMM_DMIRROR_RELEASE, (uintptr_t)p, NULL, 1, &c);
+			ok &= check(e == 0, "release", e, &c);
+			e = cmd(fd, HMM_DMIRROR_SNAPSHOT, (uintptr_t)p, snap, 512, &c);
+			ok &= check(e == 0 && !(snap[0] & HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL),
+				    "snapshot after release", e, &c);
+			ok &= check(thp_intact(p, 32, 0, 512), "CPU read after release", 0, &c);
+		}
+		munmap(base, 2 * HUGE);
+	}
+	close(fd);
+	close(fd1);
+	munmap(out, HUGE);
+	result(ok, "huge_device_folio");
+}
+
 int main(void)
 {
-	printf("KTAP version 1\n1..5\n");
+	printf("KTAP version 1\n1..6\n");
 	test_snapshot_layout();
 	test_bad_input();
 	test_invalidation();
 	test_close_while_active();
 	test_write_shared_device_page();
+	test_huge_device_folio();
 	return nfail ? 1 : 0;
 }

@@ -50,7 +50,6 @@ static int aikrs_snprintf(char *buf, size_t n, const char *fmt, ...)
 #undef main
 #undef snprintf
 
-#define NEEDS_THP "aikrs_hmm: 2 MiB device-private pages (MIGRATE_VMA_SELECT_COMPOUND, HMM_DMIRROR_FLAGS) not implemented yet"
 #define NEEDS_READ_UNLOCKED "aikrs_hmm: HMM_DMIRROR_READ_UNLOCKED not implemented yet"
 #define NO_COHERENT "DEVICE_COHERENT not available (the model device has device-private memory only)"
 
@@ -60,9 +59,6 @@ static const struct {
 	const char *why;
 } not_run[] = {
 	/* Cases of newer hmm-tests (Linux 7): */
-	{ "migrate_anon_huge_fault", NEEDS_THP },
-	{ "migrate_anon_huge_err", NEEDS_THP },
-	{ "migrate_anon_huge_zero_err", NEEDS_THP },
 	{ "userfaultfd_read", NEEDS_READ_UNLOCKED },
 };
 

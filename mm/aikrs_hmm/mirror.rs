@@ -41,7 +41,9 @@ use kernel::{
     aikrs::{
         compat::user_slice,
         debugfs::Counters,
-        devmem::{self, DevFault, DevicePrivate, DevmemOps, MigratePfn, Select},
+        devmem::{
+            self, DevFault, DevicePrivate, DevmemOps, MigratePfn, Select, HUGE_ORDER, HUGE_PAGES,
+        },
         hmm::{self, HmmPfn, Invalidation, Mirror, MirrorGuard, MirrorOps, PageKind, Want},
         kthread,
         miscdev::{FileOps, OpenFile, VmaNew},
@@ -70,6 +72,11 @@ const SNAPSHOT: u32 = kernel::ioctl::_IOWR::<[u8; CMD_SIZE]>(IOC_MAGIC, 0x04);
 const EXCLUSIVE: u32 = kernel::ioctl::_IOWR::<[u8; CMD_SIZE]>(IOC_MAGIC, 0x05);
 const CHECK_EXCLUSIVE: u32 = kernel::ioctl::_IOWR::<[u8; CMD_SIZE]>(IOC_MAGIC, 0x06);
 const RELEASE: u32 = kernel::ioctl::_IOWR::<[u8; CMD_SIZE]>(IOC_MAGIC, 0x07);
+/// Sets the file's flags to `npages` (`HMM_DMIRROR_FLAGS`, Linux 7 ABI).
+const FLAGS: u32 = kernel::ioctl::_IOWR::<[u8; CMD_SIZE]>(IOC_MAGIC, 0x08);
+/// `HMM_DMIRROR_FLAG_FAIL_ALLOC`: the next allocation of a migration run by this file
+/// fails (once), so that the fallback paths can be tested.
+const FLAG_FAIL_ALLOC: u64 = 1 << 0;
 
 /// Snapshot bytes (`HMM_DMIRROR_PROT_*`).
 const PROT_ERROR: u8 = 0xff;
@@ -108,7 +115,8 @@ pub(crate) mod ctr {
     pub(crate) const MIGRATED_TO_RAM_FAULT: usize = 10;
     pub(crate) const CHUNKS_RELEASED: usize = 11;
     pub(crate) const EXCLUSIVE: usize = 12;
-    pub(crate) const N: usize = 13;
+    pub(crate) const HUGE_DEVICE_FOLIOS: usize = 13;
+    pub(crate) const N: usize = 14;
     pub(crate) const NAMES: [&core::ffi::CStr; N] = [
         c"device_faults",
         c"pages_mapped",
@@ -123,6 +131,7 @@ pub(crate) mod ctr {
         c"migrated_to_ram_on_cpu_fault",
         c"chunks_released",
         c"exclusive_pages",
+        c"huge_device_folios",
     ];
 }
 
@@ -138,12 +147,21 @@ const CHUNK_SIZE: u64 = 256 << 20;
 const CHUNK_PAGES: usize = (CHUNK_SIZE >> 12) as usize;
 /// At most this many ranges (4 GiB of device memory) per device.
 const MAX_CHUNKS: usize = 16;
-/// Pages per migration round (as the C driver).
-const MIGRATE_CHUNK: usize = 64;
+/// Pages per migration round: one 2 MiB-aligned block, so that a 2 MiB folio (a THP,
+/// or one of device memory) is collected whole. (The C driver used 64 before Linux 7.)
+const MIGRATE_CHUNK: usize = HUGE_PAGES;
+const HUGE_SIZE: usize = HUGE_PAGES * PAGE_SIZE;
 
 /// The device memory of a [`Dev`]: ranges of device-private pages (the model device's
 /// memory; each page's data lives in a page of system memory, its "backing" page, as
 /// in the C driver) and the free pages.
+///
+/// A range is added either for base pages or, where large device folios exist
+/// (`CONFIG_AIKRS_DEVMEM_COMPOUND`), for 2 MiB folios, as the C driver does: its pages
+/// go on the free list of that size. A 2 MiB folio split by the kernel comes back as
+/// base pages (on the base-page list); free 2 MiB blocks are never broken up, so a
+/// free block never has a live page inside it (`migrate_device_range` skips the
+/// whole block of a free large folio).
 ///
 /// Lock order: `chunks`, then `free`. `free` is taken in `page_free` (which cannot
 /// sleep), so nothing allocates under it.
@@ -152,11 +170,16 @@ struct DevMem {
     #[pin]
     chunks: Mutex<KVec<Pin<KBox<DevicePrivate<Chunk>>>>>,
     #[pin]
-    free: SpinLock<FreeList>,
+    free: SpinLock<FreeLists>,
+    /// Pages handed out and freed (a 2 MiB folio counts 512).
     allocated: AtomicU64,
     freed: AtomicU64,
     /// Allocations between popping a page and initialising it.
     inflight: AtomicUsize,
+    /// The source and destination arrays of eviction rounds, made once (eviction
+    /// runs on module exit, where failing to allocate is no option).
+    #[pin]
+    evict: Mutex<KVec<MigratePfn>>,
 }
 
 /// A stack of free device pages that never allocates: `pfns.len()` is its capacity.
@@ -177,6 +200,29 @@ impl FreeList {
         self.len = self.len.checked_sub(1)?;
         self.pfns.get(self.len).copied()
     }
+
+    /// Grows the capacity to `cap` with `bigger` (made outside the lock).
+    fn grow(&mut self, mut bigger: KVVec<u64>) -> KVVec<u64> {
+        bigger[..self.len].copy_from_slice(&self.pfns[..self.len]);
+        core::mem::replace(&mut self.pfns, bigger)
+    }
+}
+
+/// The free device memory: base pages, and the first pages of free 2 MiB blocks.
+/// Capacities: every page of every range, and every block.
+struct FreeLists {
+    small: FreeList,
+    huge: FreeList,
+}
+
+impl FreeLists {
+    fn list(&mut self, huge: bool) -> &mut FreeList {
+        if huge {
+            &mut self.huge
+        } else {
+            &mut self.small
+        }
+    }
 }
 
 /// The data of one range of device memory.
@@ -189,87 +235,190 @@ struct Chunk {
 impl DevmemOps for Chunk {
     fn migrate_to_ram(&self, fault: &DevFault<'_>) -> Result {
         let vma = fault.vma();
-        let addr = fault.address();
         let owner = self.dev.owner();
-        let (mut src, mut dst) = ([MigratePfn::default(); 1], [MigratePfn::default(); 1]);
-        devmem::migrate_vma(
-            &vma,
-            addr,
-            addr + PAGE_SIZE,
-            &mut src,
-            &mut dst,
-            owner,
-            Select::DevicePrivate,
-            Some(fault),
-            |src, dst| copy_to_ram(src, dst, owner, Some((&vma, addr))),
-            |_, _| {},
-        )?;
-        self.dev.counters.add(ctr::MIGRATED_TO_RAM_FAULT, 1);
+        // A device folio the CPU maps whole (PMD) goes back whole, as a THP if one
+        // can be had; a page of one the CPU maps with PTEs goes back alone (the
+        // migration splits the folio).
+        let huge = fault.order() == HUGE_ORDER;
+        let start = if huge {
+            fault.address() & !(HUGE_SIZE - 1)
+        } else {
+            fault.address()
+        };
+        let run = |src: &mut [MigratePfn], dst: &mut [MigratePfn], select: Select| {
+            let end = start + src.len() * PAGE_SIZE;
+            devmem::migrate_vma(
+                &vma,
+                start,
+                end,
+                src,
+                dst,
+                owner,
+                select,
+                Some(fault),
+                |src, dst| copy_to_ram(src, dst, owner, Some((&vma, start)), &|| false),
+                |_, _| {},
+            )
+        };
+        let n = if huge && start >= vma.start() && start + HUGE_SIZE <= vma.end() {
+            let mut buf = KVec::from_elem(MigratePfn::default(), 2 * HUGE_PAGES, GFP_KERNEL)?;
+            let (src, dst) = buf.split_at_mut(HUGE_PAGES);
+            run(src, dst, compound(Select::DEVICE_PRIVATE))?
+        } else {
+            let (mut src, mut dst) = ([MigratePfn::default(); 1], [MigratePfn::default(); 1]);
+            run(&mut src, &mut dst, Select::DEVICE_PRIVATE)?
+        };
+        self.dev.counters.add(ctr::MIGRATED_TO_RAM_FAULT, n as u64);
         Ok(())
     }
 
-    fn page_free(&self, pfn: u64, backing: usize) {
+    fn page_free(&self, pfn: u64, backing: usize, order: u32) {
+        let n = 1u64 << order;
         if backing != 0 {
-            // SAFETY: The backing page was allocated for this device page when it was
-            // handed out (`alloc_dev_page`), and the device page is gone now: nothing
-            // maps it (mirror entries are invalidated before a page can be freed).
-            unsafe { devmem::free_page(backing as u64) };
+            for i in 0..n {
+                // SAFETY: The backing pages (each its own page, see `alloc_pages`) were
+                // allocated for this device folio when it was handed out, and the
+                // folio is gone now: nothing maps it (mirror entries are invalidated
+                // before a page can be freed).
+                unsafe { devmem::free_page(backing as u64 + i) };
+            }
         }
-        self.dev.mem.freed.fetch_add(1, Ordering::Relaxed);
+        self.dev.mem.freed.fetch_add(n, Ordering::Relaxed);
         if !self.removing.load(Ordering::Relaxed) {
-            self.dev.mem.free.lock().push(pfn);
+            let mut free = self.dev.mem.free.lock();
+            if order == HUGE_ORDER {
+                free.huge.push(pfn);
+            } else {
+                for p in pfn..pfn + n {
+                    free.small.push(p);
+                }
+            }
+        }
+    }
+
+    /// The backing pages of a 2 MiB device folio are 512 contiguous pages: a folio
+    /// split off at page `index` has its data at backing page `index`.
+    fn split_data(&self, backing: usize, index: u64) -> usize {
+        if backing == 0 {
+            0
+        } else {
+            backing + index as usize
         }
     }
 }
 
+/// `select`, also collecting whole 2 MiB folios where the kernel can migrate them.
+fn compound(select: Select) -> Select {
+    #[cfg(CONFIG_AIKRS_DEVMEM_COMPOUND)]
+    return select.compound();
+    #[cfg(not(CONFIG_AIKRS_DEVMEM_COMPOUND))]
+    select
+}
+
+/// The backing page (system memory holding the data) of device page `pfn` of the
+/// device `owner`; `None` for any other page.
+///
+/// # Safety
+///
+/// `pfn` must have a `struct page` and be held: reported by a migration, or by
+/// `hmm_range_fault` with the mirror's sequence check passed.
+unsafe fn backing_of(pfn: u64, owner: *mut c_void) -> Option<u64> {
+    // SAFETY: As the caller guarantees.
+    let (data, index) = unsafe { DevicePrivate::<Chunk>::page_data(pfn, owner) }?;
+    (data != 0).then_some(data as u64 + index)
+}
+
 /// The `copy` step of a migration to system memory: for every device page collected,
 /// a new page (for `at`: the vma and first address of a `migrate_vma` round; `None`:
-/// an eviction) filled from its backing page.
+/// an eviction) filled from its backing page. A 2 MiB device folio goes to a 2 MiB
+/// folio, or (if none can be had, or `fail`) to 512 base pages, which makes the
+/// migration split the device folio; an eviction cannot split, so it leaves the folio
+/// for a later round. `fail()` says whether an allocation is to fail (fault injection,
+/// `FLAG_FAIL_ALLOC`): then a 2 MiB folio goes to base pages, a base page stays.
 fn copy_to_ram(
     src: &[MigratePfn],
     dst: &mut [MigratePfn],
     owner: *mut c_void,
     at: Option<(&devmem::Vma<'_>, usize)>,
+    fail: &dyn Fn() -> bool,
 ) {
-    for (i, (s, d)) in src.iter().zip(dst.iter_mut()).enumerate() {
+    let mut i = 0;
+    while i < src.len() {
+        let s = src[i];
         let Some(dpfn) = s.pfn().filter(|_| s.is_migrate()) else {
+            i += 1;
             continue;
         };
-        // SAFETY: `dpfn` was reported by the migration.
-        let backing = unsafe { DevicePrivate::<Chunk>::page_data(dpfn, owner) } as u64;
-        if backing == 0 {
+        // SAFETY: `dpfn` was reported by the migration, which holds it.
+        let Some(backing) = (unsafe { backing_of(dpfn, owner) }) else {
+            i += 1;
             continue;
-        }
-        let new = match at {
-            Some((vma, addr)) => {
-                match devmem::alloc_page(Some((&vma.for_alloc(), addr + i * PAGE_SIZE))) {
-                    Some(p) => p,
-                    None => continue,
+        };
+        let alloc_for = at.map(|(vma, addr)| (vma.for_alloc(), addr + i * PAGE_SIZE));
+        let n = s.nr_pages().min(src.len() - i);
+        if s.is_compound() {
+            #[cfg(CONFIG_AIKRS_DEVMEM_COMPOUND)]
+            if !fail() {
+                if let Some(new) =
+                    devmem::alloc_migrate_huge(alloc_for.as_ref().map(|(v, a)| (v, *a)))
+                {
+                    for j in 0..n as u64 {
+                        // SAFETY: `new` is a fresh folio of 512 pages; the backing pages
+                        // belong to a device folio that the migration holds.
+                        unsafe { devmem::copy_page(new + j, backing + j) };
+                    }
+                    dst[i] = MigratePfn::new(new, s.is_write()).compound();
+                    i += n;
+                    continue;
                 }
             }
-            None => devmem::alloc_evict_page(),
-        };
-        // SAFETY: `new` is a fresh page; the backing page belongs to a device page
-        // that the migration holds (collected and locked).
-        unsafe { devmem::copy_page(new, backing) };
-        *d = MigratePfn::new(new, s.is_write());
+            if at.is_none() {
+                i += 1;
+                continue;
+            }
+        } else if fail() {
+            i += 1;
+            continue;
+        }
+        for j in 0..n {
+            let new = match &alloc_for {
+                Some((vma, addr)) => match devmem::alloc_page(Some((vma, addr + j * PAGE_SIZE))) {
+                    Some(p) => p,
+                    None => break,
+                },
+                None => devmem::alloc_evict_page(),
+            };
+            // SAFETY: `new` is a fresh page; the backing page belongs to a device page
+            // that the migration holds (collected and locked).
+            unsafe { devmem::copy_page(new, backing + j as u64) };
+            dst[i + j] = MigratePfn::new(new, s.is_write());
+        }
+        i += n;
     }
 }
 
 impl Dev {
     pub(crate) fn new(name: &core::ffi::CStr) -> Result<Self> {
+        let evict = KVec::from_elem(MigratePfn::default(), 2 * MIGRATE_CHUNK, GFP_KERNEL)?;
         Ok(Self {
             counters: Counters::new(name, None, ctr::NAMES)?,
             mem: KBox::pin_init(
                 pin_init!(DevMem {
                     chunks <- new_mutex!(KVec::new()),
-                    free <- new_spinlock!(FreeList {
-                        pfns: KVVec::new(),
-                        len: 0,
+                    free <- new_spinlock!(FreeLists {
+                        small: FreeList {
+                            pfns: KVVec::new(),
+                            len: 0,
+                        },
+                        huge: FreeList {
+                            pfns: KVVec::new(),
+                            len: 0,
+                        },
                     }),
                     allocated: AtomicU64::new(0),
                     freed: AtomicU64::new(0),
                     inflight: AtomicUsize::new(0),
+                    evict <- new_mutex!(evict),
                 }),
                 GFP_KERNEL,
             )?,
@@ -280,51 +429,59 @@ impl Dev {
         core::ptr::from_ref(self).cast_mut().cast()
     }
 
-    /// A free device page whose data lives in system page `backing`; adds a range of
+    /// A free device page (`huge`: the first page of a free 2 MiB block, made one
+    /// folio) whose data lives in system page(s) from `backing`; adds a range of
     /// device memory when none is free. `None`: no device memory left.
     ///
     /// `chunks` is only taken to add a range: a migration holds its destination pages
     /// locked while it allocates the next, and [`Dev::release_chunks`] waits for pages
     /// without holding `chunks`.
-    fn alloc_dev_page(&'static self, backing: u64) -> Option<u64> {
+    fn alloc_dev_page(&'static self, backing: u64, huge: bool) -> Option<u64> {
         // Counted from the pop to the page's initialisation, so that a release that
         // empties the free list can wait for pages on their way out of it.
         self.mem.inflight.fetch_add(1, Ordering::Acquire);
-        let pfn = self.pop_or_grow();
+        let pfn = self.pop_or_grow(huge);
         if let Some(pfn) = pfn {
-            // SAFETY: `pfn` was on the free list (or is fresh from `add_chunk`): a free
-            // device-private page of ours, handed out once (it has left the list).
-            unsafe { devmem::page_init(pfn, backing as usize) };
-            self.mem.allocated.fetch_add(1, Ordering::Relaxed);
+            let order = if huge { HUGE_ORDER } else { 0 };
+            // SAFETY: `pfn` (with `huge`, its 2 MiB block) was on a free list (or is
+            // fresh from `add_chunk`): free device-private pages of ours, handed out
+            // once (they have left the list).
+            unsafe { devmem::page_init(pfn, backing as usize, order) };
+            self.mem.allocated.fetch_add(1 << order, Ordering::Relaxed);
         }
         self.mem.inflight.fetch_sub(1, Ordering::Release);
         pfn
     }
 
-    fn pop_or_grow(&'static self) -> Option<u64> {
+    fn pop_or_grow(&'static self, huge: bool) -> Option<u64> {
         // The free list's guard is dropped at the end of each statement.
-        if let Some(pfn) = self.mem.free.lock().pop() {
+        if let Some(pfn) = self.mem.free.lock().list(huge).pop() {
             return Some(pfn);
         }
         let mut chunks = self.mem.chunks.lock();
         // Another thread may have added a range meanwhile.
-        let again = self.mem.free.lock().pop();
+        let again = self.mem.free.lock().list(huge).pop();
         match again {
             Some(pfn) => Some(pfn),
-            None => self.add_chunk(&mut chunks).ok(),
+            None => self.add_chunk(&mut chunks, huge).ok(),
         }
     }
 
-    /// Adds a range of device memory, puts all its pages but one on the free list and
-    /// returns that one.
-    fn add_chunk(&'static self, chunks: &mut KVec<Pin<KBox<DevicePrivate<Chunk>>>>) -> Result<u64> {
+    /// Adds a range of device memory, puts all its pages (`huge`: 2 MiB blocks) but
+    /// the first on the free list and returns that one.
+    fn add_chunk(
+        &'static self,
+        chunks: &mut KVec<Pin<KBox<DevicePrivate<Chunk>>>>,
+        huge: bool,
+    ) -> Result<u64> {
         if chunks.len() >= MAX_CHUNKS {
             return Err(ENOMEM);
         }
-        // Room on the free list for every page of every range, made outside the
-        // spinlock.
+        // Room on the free lists for every page and block of every range, made
+        // outside the spinlock.
         let total = (chunks.len() + 1) * CHUNK_PAGES;
-        let bigger = KVVec::from_elem(0u64, total, GFP_KERNEL)?;
+        let small = KVVec::from_elem(0u64, total, GFP_KERNEL)?;
+        let blocks = KVVec::from_elem(0u64, total / HUGE_PAGES, GFP_KERNEL)?;
         chunks.reserve(1, GFP_KERNEL)?;
         let chunk = DevicePrivate::new(
             CHUNK_SIZE,
@@ -335,13 +492,20 @@ impl Dev {
             },
         )?;
         let pfns = chunk.pfns();
+        // Blocks must be 2 MiB aligned (ranges are section aligned, so they are).
+        let huge = huge && pfns.start % HUGE_PAGES as u64 == 0;
         let old = {
             let mut free = self.mem.free.lock();
-            let mut bigger = bigger;
-            bigger[..free.len].copy_from_slice(&free.pfns[..free.len]);
-            let old = core::mem::replace(&mut free.pfns, bigger);
-            for pfn in (pfns.start + 1..pfns.end).rev() {
-                free.push(pfn);
+            let old = (free.small.grow(small), free.huge.grow(blocks));
+            if huge {
+                let nblocks = (pfns.end - pfns.start) / HUGE_PAGES as u64;
+                for k in (1..nblocks).rev() {
+                    free.huge.push(pfns.start + k * HUGE_PAGES as u64);
+                }
+            } else {
+                for pfn in (pfns.start + 1..pfns.end).rev() {
+                    free.small.push(pfn);
+                }
             }
             old
         };
@@ -365,7 +529,8 @@ impl Dev {
             for c in chunks.iter() {
                 c.data().removing.store(true, Ordering::Relaxed);
             }
-            free.len = 0;
+            free.small.len = 0;
+            free.huge.len = 0;
             core::mem::take(&mut *chunks)
         };
         // Pages popped before the list was emptied are initialised (handed out) first.
@@ -373,20 +538,19 @@ impl Dev {
             kthread::msleep(1);
         }
         let owner = self.owner();
+        let mut bufs = self.mem.evict.lock();
+        let (src, dst) = bufs.split_at_mut(MIGRATE_CHUNK);
         for _round in 0..100 {
             for c in old.iter() {
-                let (mut src, mut dst) = (
-                    [MigratePfn::default(); MIGRATE_CHUNK],
-                    [MigratePfn::default(); MIGRATE_CHUNK],
-                );
                 let pfns = c.pfns();
                 let mut first = pfns.start;
                 while first < pfns.end {
+                    // Whole 2 MiB blocks: a large folio is collected only whole.
                     let n = ((pfns.end - first) as usize).min(MIGRATE_CHUNK);
                     // SAFETY: Pages of our own device-private range.
                     unsafe {
                         devmem::migrate_device_range(first, &mut src[..n], &mut dst[..n], |s, d| {
-                            copy_to_ram(s, d, owner, None)
+                            copy_to_ram(s, d, owner, None, &|| false)
                         })
                     };
                     first += n as u64;
@@ -401,10 +565,43 @@ impl Dev {
             }
             kthread::msleep(10);
         }
+        drop(bufs);
         // Unmapping waits until every page of the ranges is free.
         let n = old.len();
         drop(old);
         self.counters.add(ctr::CHUNKS_RELEASED, n as u64);
+    }
+
+    /// A device page (`huge`: a 2 MiB device folio) holding a copy of system page(s)
+    /// `spage` (`None`: zeroes), for a migration to device memory. `None`: no memory.
+    fn copy_in(&'static self, spage: Option<u64>, huge: bool) -> Option<u64> {
+        let (order, n) = if huge {
+            (HUGE_ORDER, HUGE_PAGES as u64)
+        } else {
+            (0, 1)
+        };
+        let backing = devmem::alloc_pages(order)?;
+        let Some(dpfn) = self.alloc_dev_page(backing, huge) else {
+            for i in 0..n {
+                // SAFETY: Just allocated, unused.
+                unsafe { devmem::free_page(backing + i) };
+            }
+            return None;
+        };
+        for i in 0..n {
+            // SAFETY: The backing pages are ours; the source pages are held by the
+            // migration.
+            unsafe {
+                match spage {
+                    Some(sp) => devmem::copy_page(backing + i, sp + i),
+                    None => devmem::clear_page(backing + i),
+                }
+            };
+        }
+        if huge {
+            self.counters.add(ctr::HUGE_DEVICE_FOLIOS, 1);
+        }
+        Some(dpfn)
     }
 }
 
@@ -440,6 +637,8 @@ impl MirrorOps for State {
 pub(crate) struct MirrorFile {
     dev: &'static Dev,
     mirror: Pin<KBox<Mirror<State>>>,
+    /// `HMM_DMIRROR_FLAGS`.
+    flags: AtomicU64,
 }
 
 /// A decoded `struct hmm_dmirror_cmd`.
@@ -636,75 +835,75 @@ impl MirrorFile {
         Ok(())
     }
 
+    /// Whether the next allocation is to fail (`FLAG_FAIL_ALLOC`, then cleared).
+    fn take_fail_alloc(&self) -> bool {
+        self.flags.fetch_and(!FLAG_FAIL_ALLOC, Ordering::Relaxed) & FLAG_FAIL_ALLOC != 0
+    }
+
+    /// `HMM_DMIRROR_FLAGS`: `npages` is the new set of flags (`EINVAL` for unknown
+    /// ones).
+    fn set_flags(&self, cmd: &mut Cmd) -> Result {
+        if cmd.npages & !FLAG_FAIL_ALLOC != 0 {
+            return Err(EINVAL);
+        }
+        self.flags.store(cmd.npages, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Runs migration rounds over `[start, end)`: `round(vma, addr, next)` for each
+    /// part within one vma and one 2 MiB-aligned block, with the `mmap_lock` held.
+    /// `EINVAL` if part of the range is not in a readable vma.
+    fn migrate_rounds(
+        &self,
+        start: usize,
+        end: usize,
+        mut round: impl FnMut(&devmem::Vma<'_>, usize, usize) -> Result,
+    ) -> Result {
+        let mm = self.mirror.mmap_read()?;
+        for (addr, n) in blocks(start, end) {
+            let block_end = addr + n * PAGE_SIZE;
+            let mut a = addr;
+            while a < block_end {
+                let vma = mm.vma_lookup(a).ok_or(EINVAL)?;
+                let next = block_end.min(vma.end());
+                round(&vma, a, next)?;
+                a = next;
+            }
+        }
+        Ok(())
+    }
+
     /// `HMM_DMIRROR_MIGRATE_TO_DEV`: migrates the pages of system memory in the range
     /// to device memory, maps them in the device table, and returns their contents as
     /// the device reads them (`ENOENT` if a page is neither in device memory nor
-    /// mirrored: it could not be migrated).
+    /// mirrored: it could not be migrated). A THP (or an empty 2 MiB block) becomes a
+    /// 2 MiB device folio where the kernel supports those, else 512 device pages.
     fn migrate_to_dev(&self, cmd: &mut Cmd) -> Result {
         let (start, end) = cmd.range()?;
         let dev = self.dev;
         let owner = dev.owner();
-        let (mut src, mut dst) = (
-            [MigratePfn::default(); MIGRATE_CHUNK],
-            [MigratePfn::default(); MIGRATE_CHUNK],
-        );
-        {
-            let mm = self.mirror.mmap_read()?;
-            let mut addr = start;
-            while addr < end {
-                let vma = mm.vma_lookup(addr).ok_or(EINVAL)?;
-                let next = end.min(addr + MIGRATE_CHUNK * PAGE_SIZE).min(vma.end());
-                let writable = vma.writable();
-                let n = devmem::migrate_vma(
-                    &vma,
-                    addr,
-                    next,
-                    &mut src,
-                    &mut dst,
-                    owner,
-                    Select::System,
-                    None,
-                    |src, dst| {
-                        for (s, d) in src.iter().zip(dst.iter_mut()) {
-                            if !s.is_migrate() {
-                                continue;
-                            }
-                            let spage = s.pfn();
-                            // SAFETY: `spage` was reported by the migration.
-                            if spage.is_some_and(|p| unsafe { devmem::is_zone_device(p) }) {
-                                continue;
-                            }
-                            let Some(backing) = devmem::alloc_page(None) else {
-                                continue;
-                            };
-                            let Some(dpfn) = dev.alloc_dev_page(backing) else {
-                                // SAFETY: Just allocated, unused.
-                                unsafe { devmem::free_page(backing) };
-                                continue;
-                            };
-                            // SAFETY: `backing` is ours; `spage` is held by the migration.
-                            unsafe {
-                                match spage {
-                                    Some(sp) => devmem::copy_page(backing, sp),
-                                    None => devmem::clear_page(backing),
-                                }
-                            };
-                            *d = MigratePfn::new(
-                                dpfn,
-                                s.is_write() || (spage.is_none() && writable),
-                            );
-                        }
-                    },
-                    // The new pages are mapped below by `map_local`, under the
-                    // sequence check: mapping them here, unchecked, could keep an
-                    // entry for a page that a concurrent zap (MADV_DONTNEED) has
-                    // already had freed.
-                    |_, _| {},
-                )?;
-                dev.counters.add(ctr::MIGRATED_TO_DEVICE, n as u64);
-                addr = next;
-            }
-        }
+        let mut buf = KVec::from_elem(MigratePfn::default(), 2 * MIGRATE_CHUNK, GFP_KERNEL)?;
+        let (src, dst) = buf.split_at_mut(MIGRATE_CHUNK);
+        self.migrate_rounds(start, end, |vma, addr, next| {
+            let writable = vma.writable();
+            let n = devmem::migrate_vma(
+                vma,
+                addr,
+                next,
+                src,
+                dst,
+                owner,
+                compound(Select::SYSTEM),
+                None,
+                |src, dst| self.copy_to_device(src, dst, writable),
+                // The new pages are mapped below by `map_local`, under the sequence
+                // check: mapping them here, unchecked, could keep an entry for a page
+                // that a concurrent zap (MADV_DONTNEED) has already had freed.
+                |_, _| {},
+            )?;
+            dev.counters.add(ctr::MIGRATED_TO_DEVICE, n as u64);
+            Ok(())
+        })?;
         // Map the range's pages that are in this device's memory now (those just
         // migrated, and those that were there already, whose entries the migration's
         // own invalidation dropped), through a non-faulting walk with the sequence
@@ -714,6 +913,53 @@ impl MirrorFile {
         // `ENOENT` for a page it does not map (one not migrated and not mirrored).
         cmd.cpages = self.read_mapped(start, end, cmd.ptr)?;
         Ok(())
+    }
+
+    /// The `copy` step of a migration to device memory: a device page for every page
+    /// collected, filled from it (or zeroed: an empty or zero-page address), and
+    /// writable if the CPU mapped it so (an empty address: if the vma is). A compound
+    /// entry gets a 2 MiB device folio, or (none free, or `FLAG_FAIL_ALLOC`) 512
+    /// device pages, which makes the migration split the THP.
+    fn copy_to_device(&self, src: &[MigratePfn], dst: &mut [MigratePfn], writable: bool) {
+        let dev = self.dev;
+        let mut i = 0;
+        while i < src.len() {
+            let s = src[i];
+            if !s.is_migrate() {
+                i += 1;
+                continue;
+            }
+            let spage = s.pfn();
+            // SAFETY: `spage` was reported by the migration.
+            if spage.is_some_and(|p| unsafe { devmem::is_zone_device(p) }) {
+                i += 1;
+                continue;
+            }
+            let write = s.is_write() || (spage.is_none() && writable);
+            let fail = self.take_fail_alloc();
+            if !s.is_compound() {
+                if let Some(d) = (!fail).then(|| dev.copy_in(spage, false)).flatten() {
+                    dst[i] = MigratePfn::new(d, write);
+                }
+                i += 1;
+                continue;
+            }
+            let n = s.nr_pages().min(src.len() - i);
+            #[cfg(CONFIG_AIKRS_DEVMEM_COMPOUND)]
+            if !fail && n == HUGE_PAGES {
+                if let Some(d) = dev.copy_in(spage, true) {
+                    dst[i] = MigratePfn::new(d, write).compound();
+                    i += n;
+                    continue;
+                }
+            }
+            for j in 0..n {
+                if let Some(d) = dev.copy_in(spage.map(|p| p + j as u64), false) {
+                    dst[i + j] = MigratePfn::new(d, write);
+                }
+            }
+            i += n;
+        }
     }
 
     /// Maps the pages of `[start, end)` that are in this device's memory into the
@@ -731,10 +977,9 @@ impl MirrorFile {
                         if e.kind(owner) != PageKind::DevicePrivateLocal {
                             continue;
                         }
-                        // SAFETY: `pfn` was reported by `hmm_range_fault`.
-                        let backing =
-                            unsafe { DevicePrivate::<Chunk>::page_data(pfn, owner) } as u64;
-                        if backing != 0 {
+                        // SAFETY: `pfn` was reported by `hmm_range_fault`, and no
+                        // invalidation has begun since (we are in the commit).
+                        if let Some(backing) = unsafe { backing_of(pfn, owner) } {
                             let va = (addr + i * PAGE_SIZE) as u64;
                             let _ = g.table.map(va, backing, perm_of(e).union(Perm::DEVICE));
                         }
@@ -765,35 +1010,36 @@ impl MirrorFile {
     }
 
     /// `HMM_DMIRROR_MIGRATE_TO_SYS`: migrates this device's pages in the range back to
-    /// system memory; `cpages` counts them.
+    /// system memory (a 2 MiB device folio to a THP, or split into base pages if none
+    /// can be had); `cpages` counts the pages.
     fn migrate_to_sys(&self, cmd: &mut Cmd) -> Result {
         let (start, end) = cmd.range()?;
         let owner = self.dev.owner();
-        let (mut src, mut dst) = (
-            [MigratePfn::default(); MIGRATE_CHUNK],
-            [MigratePfn::default(); MIGRATE_CHUNK],
-        );
-        let mm = self.mirror.mmap_read()?;
-        let mut addr = start;
-        while addr < end {
-            let vma = mm.vma_lookup(addr).ok_or(EINVAL)?;
-            let next = end.min(addr + MIGRATE_CHUNK * PAGE_SIZE).min(vma.end());
+        let mut buf = KVec::from_elem(MigratePfn::default(), 2 * MIGRATE_CHUNK, GFP_KERNEL)?;
+        let (src, dst) = buf.split_at_mut(MIGRATE_CHUNK);
+        let mut cpages = 0;
+        self.migrate_rounds(start, end, |vma, addr, next| {
             let n = devmem::migrate_vma(
-                &vma,
+                vma,
                 addr,
                 next,
-                &mut src,
-                &mut dst,
+                src,
+                dst,
                 owner,
-                Select::DevicePrivate,
+                compound(Select::DEVICE_PRIVATE),
                 None,
-                |src, dst| copy_to_ram(src, dst, owner, Some((&vma, addr))),
+                |src, dst| {
+                    copy_to_ram(src, dst, owner, Some((vma, addr)), &|| {
+                        self.take_fail_alloc()
+                    })
+                },
                 |_, _| {},
             )?;
-            cmd.cpages += n as u64;
+            cpages += n as u64;
             self.dev.counters.add(ctr::MIGRATED_TO_RAM, n as u64);
-            addr = next;
-        }
+            Ok(())
+        })?;
+        cmd.cpages = cpages;
         Ok(())
     }
 
@@ -976,11 +1222,9 @@ fn commit(
             PageKind::Normal | PageKind::Zero => g.table.map(va, pfn, perm_of(e))?,
             // A page in this device's memory: the device accesses its backing page.
             PageKind::DevicePrivateLocal => {
-                // SAFETY: `pfn` was reported by `hmm_range_fault`.
-                let backing = unsafe { DevicePrivate::<Chunk>::page_data(pfn, owner) } as u64;
-                if backing == 0 {
-                    return Err(EFAULT);
-                }
+                // SAFETY: `pfn` was reported by `hmm_range_fault`, and no invalidation
+                // has begun since (we are in the commit).
+                let backing = unsafe { backing_of(pfn, owner) }.ok_or(EFAULT)?;
                 g.table.map(va, backing, perm_of(e).union(Perm::DEVICE))?
             }
             // `hmm_range_fault` migrates other devices' pages back first.
@@ -1002,7 +1246,14 @@ impl FileOps for MirrorFile {
         // The whole address space, as the C driver mirrors it (page-aligned length).
         let len = usize::MAX & !(PAGE_SIZE - 1);
         let mirror = Mirror::new(state, 0, len, dev.owner())?;
-        Ok(KBox::pin(Self { dev, mirror }, GFP_KERNEL)?)
+        Ok(KBox::pin(
+            Self {
+                dev,
+                mirror,
+                flags: AtomicU64::new(0),
+            },
+            GFP_KERNEL,
+        )?)
     }
 
     fn ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
@@ -1015,10 +1266,13 @@ impl FileOps for MirrorFile {
             RELEASE => Self::release,
             EXCLUSIVE => Self::exclusive,
             CHECK_EXCLUSIVE => Self::check_exclusive,
+            FLAGS => Self::set_flags,
             _ => return Err(EINVAL),
         };
         let mut c = Cmd::read(arg)?;
-        c.range()?;
+        if cmd != FLAGS {
+            c.range()?;
+        }
         handler(self, &mut c)?;
         c.write(arg)?;
         Ok(0)

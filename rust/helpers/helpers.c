@@ -406,17 +406,21 @@ __rust_helper void rust_helper_aikrs_release_mem_region(resource_size_t start,
 /*
  * Hands out a free device-private page (refcount 1, locked, as migration wants
  * it) with driver data `data` in zone_device_data. Linux 7 takes the pgmap and
- * an order (0: a base page).
+ * an order: `order` 9 makes the 512 pages from `pfn` (2 MiB aligned) one large
+ * folio (only where AIKRS_DEVMEM_COMPOUND is set; 0 elsewhere). The page is
+ * taken as the head as it is: a free page may still carry the compound head
+ * of an earlier large folio, which zone_device_page_init() clears.
  */
 __rust_helper void rust_helper_aikrs_devmem_page_init(unsigned long pfn,
 						      struct dev_pagemap *pgmap,
-						      void *data)
+						      void *data, unsigned int order)
 {
 	struct page *page = pfn_to_page(pfn);
 
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(7, 0, 0)
-	zone_device_page_init(page, pgmap, 0);
+	zone_device_folio_init((struct folio *)page, pgmap, order);
 #else
+	WARN_ON_ONCE(order);
 	zone_device_page_init(page);
 #endif
 	page->zone_device_data = data;
@@ -431,9 +435,80 @@ __rust_helper void rust_helper_aikrs_pgmap_set_range(struct dev_pagemap *pgmap, 
 	pgmap->nr_range = 1;
 }
 
-__rust_helper void *rust_helper_aikrs_page_zone_device_data(unsigned long pfn)
+/*
+ * The driver data of the folio that device page `pfn` belongs to (kept in the
+ * head page: a tail page's zone_device_data overlaps the folio's own fields)
+ * and the page's index in the folio.
+ */
+__rust_helper void *rust_helper_aikrs_devmem_page_data(unsigned long pfn, unsigned long *index)
 {
-	return pfn_to_page(pfn)->zone_device_data;
+	struct folio *folio = page_folio(pfn_to_page(pfn));
+
+	*index = pfn - folio_pfn(folio);
+	return folio->page.zone_device_data;
+}
+
+#if IS_ENABLED(CONFIG_AIKRS_DEVMEM_COMPOUND)
+/*
+ * folio_split of a device-private folio, for new folio `tail` (not NULL): what
+ * the core does when a pgmap has no folio_split op (the pgmap and the anon
+ * mapping carry over). Returns the head's driver data and the offset of `tail`
+ * in it; the caller stores the tail's own data.
+ */
+__rust_helper void *rust_helper_aikrs_devmem_split_tail(struct folio *head, struct folio *tail,
+							unsigned long *offset)
+{
+	folio_page(tail, 0)->mapping = folio_page(head, 0)->mapping;
+	tail->pgmap = head->pgmap;
+	*offset = folio_pfn(tail) - folio_pfn(head);
+	return head->page.zone_device_data;
+}
+
+__rust_helper void rust_helper_aikrs_folio_set_zone_device_data(struct folio *folio, void *data)
+{
+	folio->page.zone_device_data = data;
+}
+
+/* The order of the folio a CPU fault on a device page must migrate (0 if PTE-mapped). */
+__rust_helper unsigned int rust_helper_aikrs_vmf_fault_order(struct vm_fault *vmf)
+{
+	return vmf->pte ? 0 : folio_order(page_folio(vmf->page));
+}
+
+/*
+ * A locked large folio (2^order pages) to migrate `addr` of `vma` into (NULL
+ * vma: an eviction, any node). 0: none; never warns, never retries hard (the
+ * caller falls back to base pages).
+ */
+__rust_helper unsigned long rust_helper_aikrs_alloc_migrate_folio(struct vm_area_struct *vma,
+								  unsigned long addr,
+								  unsigned int order)
+{
+	gfp_t gfp = GFP_HIGHUSER_MOVABLE | __GFP_NOWARN | __GFP_NORETRY;
+	struct folio *folio;
+
+	folio = vma ? vma_alloc_folio(gfp, order, vma, addr) : folio_alloc(gfp, order);
+	if (!folio)
+		return 0;
+	folio_lock(folio);
+	return folio_pfn(folio);
+}
+#endif
+
+/*
+ * 2^order physically contiguous pages of system memory, each its own order-0
+ * page (split_page()), so they can be freed one by one. 0: none.
+ */
+__rust_helper unsigned long rust_helper_aikrs_alloc_pages_split(unsigned int order)
+{
+	struct page *page = alloc_pages(GFP_HIGHUSER | __GFP_NOWARN |
+					(order ? __GFP_NORETRY : 0), order);
+
+	if (!page)
+		return 0;
+	if (order)
+		split_page(page, order);
+	return page_to_pfn(page);
 }
 
 __rust_helper struct dev_pagemap *rust_helper_aikrs_pfn_pgmap(unsigned long pfn)
@@ -454,6 +529,11 @@ __rust_helper unsigned long rust_helper_aikrs_folio_pfn(struct folio *folio)
 	return folio_pfn(folio);
 }
 
+__rust_helper unsigned int rust_helper_aikrs_folio_order(struct folio *folio)
+{
+	return folio_order(folio);
+}
+
 __rust_helper unsigned long rust_helper_aikrs_vmf_page_pfn(struct vm_fault *vmf)
 {
 	return page_to_pfn(vmf->page);
@@ -462,14 +542,6 @@ __rust_helper unsigned long rust_helper_aikrs_vmf_page_pfn(struct vm_fault *vmf)
 __rust_helper struct page *rust_helper_aikrs_vmf_page(struct vm_fault *vmf)
 {
 	return vmf->page;
-}
-
-/* A page of system memory for device data (0: none). */
-__rust_helper unsigned long rust_helper_aikrs_alloc_page_pfn(bool nofail)
-{
-	struct page *page = alloc_page(GFP_HIGHUSER | (nofail ? __GFP_NOFAIL : 0));
-
-	return page ? page_to_pfn(page) : 0;
 }
 
 __rust_helper void rust_helper_aikrs_free_page_pfn(unsigned long pfn)

@@ -34,6 +34,7 @@ impl MigratePfn {
     const VALID: usize = 1 << 0;
     const MIGRATE: usize = 1 << 1;
     const WRITE: usize = 1 << 3;
+    const COMPOUND: usize = 1 << 4;
     const SHIFT: u32 = 6;
 
     /// A destination entry for page `pfn` (C `migrate_pfn`), writable or not.
@@ -56,15 +57,54 @@ impl MigratePfn {
     pub fn is_write(self) -> bool {
         self.0 & Self::WRITE != 0
     }
+
+    /// Whether the entry stands for a whole 2 MiB folio ([`HUGE_PAGES`] entries, this
+    /// one and the next 511, which are then empty): only with [`Select::compound`].
+    pub fn is_compound(self) -> bool {
+        self.0 & Self::COMPOUND != 0
+    }
+
+    /// This destination entry as a whole 2 MiB folio (for a compound source entry; a
+    /// compound source given base-page destinations is split by the migration).
+    #[cfg(CONFIG_AIKRS_DEVMEM_COMPOUND)]
+    pub fn compound(self) -> Self {
+        Self(self.0 | Self::COMPOUND)
+    }
+
+    /// The number of pages the entry stands for.
+    pub fn nr_pages(self) -> usize {
+        if self.is_compound() {
+            HUGE_PAGES
+        } else {
+            1
+        }
+    }
 }
 
-/// Which pages a migration collects.
+/// Pages in a 2 MiB folio (order 9).
+pub const HUGE_PAGES: usize = 512;
+/// The order of a 2 MiB folio.
+pub const HUGE_ORDER: u32 = 9;
+
+/// Which pages a migration collects (C `MIGRATE_VMA_SELECT_*`).
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Select {
+pub struct Select(usize);
+
+impl Select {
     /// Pages of system memory (to device memory).
-    System,
+    pub const SYSTEM: Self =
+        Self(bindings::migrate_vma_direction_MIGRATE_VMA_SELECT_SYSTEM as usize);
     /// Device-private pages of the migration's owner (back to system memory).
-    DevicePrivate,
+    pub const DEVICE_PRIVATE: Self =
+        Self(bindings::migrate_vma_direction_MIGRATE_VMA_SELECT_DEVICE_PRIVATE as usize);
+
+    /// Also collect whole 2 MiB folios (a THP, an empty 2 MiB range, a 2 MiB device
+    /// folio) as one compound entry, where the round's range covers them aligned,
+    /// instead of splitting them.
+    #[cfg(CONFIG_AIKRS_DEVMEM_COMPOUND)]
+    pub fn compound(self) -> Self {
+        Self(self.0 | bindings::migrate_vma_direction_MIGRATE_VMA_SELECT_COMPOUND as usize)
+    }
 }
 
 /// The callbacks of a [`DevicePrivate`] range.
@@ -73,9 +113,15 @@ pub trait DevmemOps: Send + Sync + Sized + 'static {
     /// system memory (with [`migrate_vma`], passing the fault). An error is a `SIGBUS`.
     fn migrate_to_ram(&self, fault: &DevFault<'_>) -> Result;
 
-    /// The last reference to page `pfn` is gone; `data` is what
-    /// [`DevicePrivate::page_init`] stored. Called in process context; must not sleep.
-    fn page_free(&self, pfn: u64, data: usize);
+    /// The last reference to the folio of `1 << order` pages at `pfn` is gone; `data`
+    /// is what [`page_init`] stored (or [`DevmemOps::split_data`] gave, for a folio
+    /// split off a larger one). Called in process context; must not sleep.
+    fn page_free(&self, pfn: u64, data: usize, order: u32);
+
+    /// A large folio with data `data` is being split: the data of the new folio that
+    /// starts at page `index` of it. (The folio keeps `data`.) Called with the folio
+    /// locked and its mappings frozen; must not sleep.
+    fn split_data(&self, data: usize, index: u64) -> usize;
 }
 
 /// A CPU fault on a device-private page, for [`DevmemOps::migrate_to_ram`].
@@ -89,6 +135,16 @@ impl DevFault<'_> {
     pub fn pfn(&self) -> u64 {
         // SAFETY: `vmf` is the fault being handled; its page is set for a device fault.
         unsafe { bindings::aikrs_vmf_page_pfn(self.vmf) as u64 }
+    }
+
+    /// The order of what the fault should migrate: that of the page's folio if the
+    /// CPU maps it whole (a device-private PMD entry), else 0.
+    pub fn order(&self) -> u32 {
+        #[cfg(CONFIG_AIKRS_DEVMEM_COMPOUND)]
+        // SAFETY: As above; the faulting page is referenced by the fault.
+        return unsafe { bindings::aikrs_vmf_fault_order(self.vmf) };
+        #[cfg(not(CONFIG_AIKRS_DEVMEM_COMPOUND))]
+        0
     }
 
     /// The faulting address, page aligned.
@@ -173,6 +229,10 @@ impl<T: DevmemOps> DevicePrivate<T> {
         {
             b.ops.folio_free = Some(Self::folio_free_cb);
         }
+        #[cfg(CONFIG_AIKRS_DEVMEM_COMPOUND)]
+        {
+            b.ops.folio_split = Some(Self::folio_split_cb);
+        }
         #[cfg(not(CONFIG_AIKRS_LINUX_GE_7))]
         {
             b.ops.page_free = Some(Self::page_free_cb);
@@ -221,24 +281,28 @@ impl<T: DevmemOps> DevicePrivate<T> {
         &self.data
     }
 
-    /// The data stored with a device-private page of this owner by [`page_init`] (0 for
-    /// any other page).
+    /// For a device-private page of this owner: the data stored with its folio by
+    /// [`page_init`] (or [`DevmemOps::split_data`]) and the page's index in the folio.
+    /// `None` for any other page.
     ///
     /// # Safety
     ///
-    /// `pfn` must have a `struct page`: a pfn reported by `hmm_range_fault()` or by a
-    /// migration, say. (`owner` is only compared.)
-    pub unsafe fn page_data(pfn: u64, owner: *mut c_void) -> usize {
+    /// `pfn` must have a `struct page` and be in use: a pfn reported by
+    /// `hmm_range_fault()` under the mirror's sequence check, or held by a migration,
+    /// say. (`owner` is only compared.)
+    pub unsafe fn page_data(pfn: u64, owner: *mut c_void) -> Option<(usize, u64)> {
+        let mut index = 0usize;
         // SAFETY: Reads the page's `pgmap` (the caller guarantees the page exists) and,
         // for a device page of `owner` (which only the owner's driver hands out), its
-        // `zone_device_data`.
-        unsafe {
+        // folio's `zone_device_data`.
+        let data = unsafe {
             let pgmap = bindings::aikrs_pfn_pgmap(pfn as usize);
             if pgmap.is_null() || (*pgmap).owner != owner {
-                return 0;
+                return None;
             }
-            bindings::aikrs_page_zone_device_data(pfn as usize) as usize
-        }
+            bindings::aikrs_devmem_page_data(pfn as usize, &mut index) as usize
+        };
+        Some((data, index as u64))
     }
 
     /// # Safety
@@ -277,7 +341,7 @@ impl<T: DevmemOps> DevicePrivate<T> {
         // SAFETY: `page` is a device-private page of ours, being freed.
         unsafe {
             let pfn = bindings::aikrs_page_to_pfn(page);
-            Self::free(pfn)
+            Self::free(pfn, 0)
         }
     }
 
@@ -286,22 +350,46 @@ impl<T: DevmemOps> DevicePrivate<T> {
     ///
     /// Called by the MM when the last reference to a folio of a `Self` is gone.
     unsafe extern "C" fn folio_free_cb(folio: *mut bindings::folio) {
-        // SAFETY: `folio` is a device-private folio of ours (order 0), being freed.
+        // SAFETY: `folio` is a device-private folio of ours, being freed; its order is
+        // still set.
         unsafe {
             let pfn = bindings::aikrs_folio_pfn(folio);
-            Self::free(pfn)
+            Self::free(pfn, bindings::aikrs_folio_order(folio))
+        }
+    }
+
+    #[cfg(CONFIG_AIKRS_DEVMEM_COMPOUND)]
+    /// # Safety
+    ///
+    /// Called by the MM while it splits a large folio of a `Self` (`folio_split` op):
+    /// once for each new folio `tail`, then with `tail` NULL when the split is done.
+    unsafe extern "C" fn folio_split_cb(head: *mut bindings::folio, tail: *mut bindings::folio) {
+        if tail.is_null() {
+            // The head keeps its data; nothing else is per-folio here.
+            return;
+        }
+        let mut offset = 0usize;
+        // SAFETY: Both are folios of the range being split (locked by the splitter);
+        // the helper copies what the core would without this op and reads the head's
+        // data.
+        unsafe {
+            let data = bindings::aikrs_devmem_split_tail(head, tail, &mut offset) as usize;
+            let this = Self::from_pgmap(bindings::aikrs_pfn_pgmap(bindings::aikrs_folio_pfn(head)));
+            let new = this.data.split_data(data, offset as u64);
+            bindings::aikrs_folio_set_zone_device_data(tail, new as *mut c_void);
         }
     }
 
     /// # Safety
     ///
-    /// `pfn` is a page of a `Self`, being freed.
-    unsafe fn free(pfn: usize) {
-        // SAFETY: As required.
+    /// `pfn` is the first page of a folio of a `Self` of `1 << order` pages, being freed.
+    unsafe fn free(pfn: usize, order: u32) {
+        // SAFETY: As required; the head page holds the folio's data.
         unsafe {
             let this = Self::from_pgmap(bindings::aikrs_pfn_pgmap(pfn));
-            let data = bindings::aikrs_page_zone_device_data(pfn) as usize;
-            this.data.page_free(pfn as u64, data);
+            let mut index = 0usize;
+            let data = bindings::aikrs_devmem_page_data(pfn, &mut index) as usize;
+            this.data.page_free(pfn as u64, data, order);
         }
     }
 }
@@ -450,10 +538,7 @@ pub fn migrate_vma(
     args.start = start;
     args.end = end;
     args.pgmap_owner = owner;
-    args.flags = match select {
-        Select::System => bindings::migrate_vma_direction_MIGRATE_VMA_SELECT_SYSTEM,
-        Select::DevicePrivate => bindings::migrate_vma_direction_MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
-    } as usize;
+    args.flags = select.0;
     if let Some(f) = fault {
         // SAFETY: The fault being handled; its page is the device page faulted on.
         args.fault_page = unsafe { bindings::aikrs_vmf_page(f.vmf) };
@@ -471,7 +556,8 @@ pub fn migrate_vma(
     let migrated = src
         .iter()
         .filter(|s| s.pfn().is_some() && s.is_migrate())
-        .count();
+        .map(|s| s.nr_pages())
+        .sum();
     map(src, dst);
     // SAFETY: After `migrate_vma_pages`, as required.
     unsafe { bindings::migrate_vma_finalize(&mut args) };
@@ -513,7 +599,7 @@ pub fn alloc_page(for_migration: Option<(&DevFaultVma, usize)>) -> Option<u64> {
     let pfn = unsafe {
         match for_migration {
             Some((v, addr)) => bindings::aikrs_alloc_migrate_page(v.0, addr),
-            None => bindings::aikrs_alloc_page_pfn(false),
+            None => bindings::aikrs_alloc_pages_split(0),
         }
     };
     (pfn != 0).then_some(pfn as u64)
@@ -553,11 +639,12 @@ impl DevFault<'_> {
     }
 }
 
-/// Frees a page from [`alloc_page`] (not one handed to a migration).
+/// Frees a page from [`alloc_page`] or [`alloc_pages`] (not one handed to a
+/// migration).
 ///
 /// # Safety
 ///
-/// `pfn` came from `alloc_page(None)` and nothing uses it any more.
+/// `pfn` came from `alloc_page(None)` or `alloc_pages` and nothing uses it any more.
 pub unsafe fn free_page(pfn: u64) {
     // SAFETY: As the caller guarantees.
     unsafe { bindings::aikrs_free_page_pfn(pfn as usize) }
@@ -595,19 +682,44 @@ pub unsafe fn is_zone_device(pfn: u64) -> bool {
 }
 
 /// Prepares free device-private page `pfn` for a migration to it (refcount 1, locked)
-/// and stores `data` with it (given back by [`DevmemOps::page_free`]).
+/// and stores `data` with it (given back by [`DevmemOps::page_free`]). With `order`
+/// [`HUGE_ORDER`] (only where large device folios exist, `CONFIG_AIKRS_DEVMEM_COMPOUND`),
+/// the [`HUGE_PAGES`] pages from `pfn` become one folio; else `order` must be 0.
 ///
 /// # Safety
 ///
-/// `pfn` must be a page of a live [`DevicePrivate`] of the caller's that is free (never
-/// handed out, or given back by `page_free` since), handed out once, and its range not
-/// being dropped.
-pub unsafe fn page_init(pfn: u64, data: usize) {
+/// `pfn` (and with `order`, the pages after it, `pfn` aligned to them) must be free
+/// pages of a live [`DevicePrivate`] of the caller's (never handed out, or given back
+/// by `page_free` since), handed out once, and their range not being dropped.
+pub unsafe fn page_init(pfn: u64, data: usize, order: u32) {
     // SAFETY: As the caller guarantees; the page's `pgmap` is its range's, mapped.
     unsafe {
         let pgmap = bindings::aikrs_pfn_pgmap(pfn as usize);
-        bindings::aikrs_devmem_page_init(pfn as usize, pgmap, data as *mut c_void)
+        bindings::aikrs_devmem_page_init(pfn as usize, pgmap, data as *mut c_void, order)
     }
+}
+
+/// `1 << order` physically contiguous pages of system memory for device data, each
+/// its own page (freed one by one with [`free_page`]): the first pfn. `None`: no
+/// memory (a large request does not try hard).
+pub fn alloc_pages(order: u32) -> Option<u64> {
+    // SAFETY: Allocates pages; no other requirement.
+    let pfn = unsafe { bindings::aikrs_alloc_pages_split(order) };
+    (pfn != 0).then_some(pfn as u64)
+}
+
+/// A locked 2 MiB folio of system memory to migrate a 2 MiB device folio into (for
+/// `vma` at 2 MiB-aligned `addr`, or `None` for an eviction). `None`: no memory (it
+/// does not try hard: fall back to base pages).
+#[cfg(CONFIG_AIKRS_DEVMEM_COMPOUND)]
+pub fn alloc_migrate_huge(for_migration: Option<(&DevFaultVma, usize)>) -> Option<u64> {
+    let (vma, addr) = match for_migration {
+        Some((v, a)) => (v.0, a),
+        None => (core::ptr::null_mut(), 0),
+    };
+    // SAFETY: Allocates a folio; `vma`, if given, is valid (see `DevFaultVma`).
+    let pfn = unsafe { bindings::aikrs_alloc_migrate_folio(vma, addr, HUGE_ORDER) };
+    (pfn != 0).then_some(pfn as u64)
 }
 
 /// A page made exclusive to the device ([`make_device_exclusive`]): the CPU page
