@@ -391,14 +391,17 @@ static int thp_intact(const char *p, int v, size_t from, size_t to)
  * A THP migrated to device memory: on Linux 7 it becomes one 2 MiB device folio
  * (the snapshot says PMD). Then the paths hmm-tests does not take with one:
  * HMM_DMIRROR_FLAGS input checks; a second device reading it (the first device's
- * folio goes back to RAM whole, through migrate_to_ram); a partial munmap (the
- * device folio is split, folio_split op) and a CPU read of the rest; and RELEASE
- * (eviction) of a whole 2 MiB device folio still mapped.
+ * folio goes back to RAM whole, as a THP, through migrate_to_ram); a partial
+ * munmap (the device PMD entry is split into PTEs) and a CPU read of the rest (each
+ * fault splits the device folio, folio_split op: the data of every piece must still
+ * be right); and RELEASE (eviction) of a whole 2 MiB device folio still mapped,
+ * which comes back as a THP.
  */
 static void test_huge_device_folio(void)
 {
 	int fd = dev_open(0), fd1 = dev_open(1), ok = 1, e;
 	int huge = kernel_has_huge_devmem();
+	const unsigned char where = 0xf0; /* the DEV_PRIVATE_* and ZERO bits */
 	unsigned char snap[512];
 	char *base, *p, *out = map_anon(HUGE);
 	struct hmm_dmirror_cmd c = { 0 };
@@ -418,18 +421,31 @@ static void test_huge_device_folio(void)
 		ok &= check(e == 0 && c.cpages == 512 && thp_intact(out, step * 16, 0, 512),
 			    "migrate THP", e, &c);
 		e = cmd(fd, HMM_DMIRROR_SNAPSHOT, (uintptr_t)p, snap, 512, &c);
-		ok &= check(e == 0 && (snap[0] & HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL) ==
-				      HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL &&
+		ok &= check(e == 0 && (snap[0] & where) == HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL &&
+				      (snap[511] & where) == HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL &&
+				      !!(snap[0] & HMM_DMIRROR_PROT_PMD) == huge &&
 				      !!(snap[511] & HMM_DMIRROR_PROT_PMD) == huge,
 			    "snapshot in device memory", e, &c);
 		if (step == 0) {
 			/* The other device faults it back (whole) and reads it. */
 			e = cmd(fd1, HMM_DMIRROR_READ, (uintptr_t)p, out, 512, &c);
 			ok &= check(e == 0 && thp_intact(out, 0, 0, 512), "read by device 1", e, &c);
-			ok &= thp_intact(p, 0, 0, 512);
+			e = cmd(fd, HMM_DMIRROR_SNAPSHOT, (uintptr_t)p, snap, 512, &c);
+			ok &= check(e == 0 && (snap[0] & where) == 0 && (snap[511] & where) == 0 &&
+				      !!(snap[0] & HMM_DMIRROR_PROT_PMD) == huge,
+				    "back in RAM (as a THP)", e, &c);
+			ok &= check(thp_intact(p, 0, 0, 512), "CPU read after device 1", 0, &c);
 		} else if (step == 1) {
-			/* Unmap the middle: the device folio is split; the rest reads back. */
+			/*
+			 * Unmap the middle: the device PMD entry becomes PTEs (still
+			 * device memory, no longer PMD-sized); each CPU fault then
+			 * splits the device folio and brings back its page.
+			 */
 			munmap(p + HUGE / 4, HUGE / 2);
+			e = cmd(fd, HMM_DMIRROR_SNAPSHOT, (uintptr_t)p, snap, 128, &c);
+			ok &= check(e == 0 && (snap[0] & where) == HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL &&
+				      !(snap[0] & HMM_DMIRROR_PROT_PMD),
+				    "snapshot after a partial unmap", e, &c);
 			ok &= check(thp_intact(p, 16, 0, 128) && thp_intact(p, 16, 384, 512),
 				    "CPU read after a partial unmap", 0, &c);
 		} else {
@@ -437,8 +453,9 @@ static void test_huge_device_folio(void)
 			e = cmd(fd, HMM_DMIRROR_RELEASE, (uintptr_t)p, NULL, 1, &c);
 			ok &= check(e == 0, "release", e, &c);
 			e = cmd(fd, HMM_DMIRROR_SNAPSHOT, (uintptr_t)p, snap, 512, &c);
-			ok &= check(e == 0 && !(snap[0] & HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL),
-				    "snapshot after release", e, &c);
+			ok &= check(e == 0 && (snap[0] & where) == 0 && (snap[511] & where) == 0 &&
+				      !!(snap[0] & HMM_DMIRROR_PROT_PMD) == huge,
+				    "snapshot after release (a THP again)", e, &c);
 			ok &= check(thp_intact(p, 32, 0, 512), "CPU read after release", 0, &c);
 		}
 		munmap(base, 2 * HUGE);

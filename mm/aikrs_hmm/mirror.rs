@@ -77,6 +77,10 @@ const FLAGS: u32 = kernel::ioctl::_IOWR::<[u8; CMD_SIZE]>(IOC_MAGIC, 0x08);
 /// `HMM_DMIRROR_FLAG_FAIL_ALLOC`: the next allocation of a migration run by this file
 /// fails (once), so that the fallback paths can be tested.
 const FLAG_FAIL_ALLOC: u64 = 1 << 0;
+/// `HMM_DMIRROR_READ`, faulting with the `mmap_lock` droppable (Linux 7 ABI; where the
+/// kernel has `hmm_range_fault_unlocked_timeout()`).
+#[cfg_attr(not(CONFIG_AIKRS_HMM_FAULT_UNLOCKED), allow(dead_code))]
+const READ_UNLOCKED: u32 = kernel::ioctl::_IOWR::<[u8; CMD_SIZE]>(IOC_MAGIC, 0x09);
 
 /// Snapshot bytes (`HMM_DMIRROR_PROT_*`).
 const PROT_ERROR: u8 = 0xff;
@@ -284,14 +288,16 @@ impl DevmemOps for Chunk {
             }
         }
         self.dev.mem.freed.fetch_add(n, Ordering::Relaxed);
-        if !self.removing.load(Ordering::Relaxed) {
+        // Only whole 2 MiB folios and base pages are reused. (The kernel splits device
+        // folios to base pages only. The pages of a folio of another order would keep
+        // its compound metadata while free, and `migrate_device_range` would then
+        // skip live pages handed out from among them: such pages are retired.)
+        if !self.removing.load(Ordering::Relaxed) && (order == 0 || order == HUGE_ORDER) {
             let mut free = self.dev.mem.free.lock();
             if order == HUGE_ORDER {
                 free.huge.push(pfn);
             } else {
-                for p in pfn..pfn + n {
-                    free.small.push(p);
-                }
+                free.small.push(pfn);
             }
         }
     }
@@ -492,8 +498,10 @@ impl Dev {
             },
         )?;
         let pfns = chunk.pfns();
-        // Blocks must be 2 MiB aligned (ranges are section aligned, so they are).
-        let huge = huge && pfns.start % HUGE_PAGES as u64 == 0;
+        // Blocks must be 2 MiB aligned (ranges are section aligned, so they are; if
+        // not, the range serves base pages only).
+        let misaligned = huge && pfns.start % HUGE_PAGES as u64 != 0;
+        let huge = huge && !misaligned;
         let old = {
             let mut free = self.mem.free.lock();
             let old = (free.small.grow(small), free.huge.grow(blocks));
@@ -503,7 +511,12 @@ impl Dev {
                     free.huge.push(pfns.start + k * HUGE_PAGES as u64);
                 }
             } else {
-                for pfn in (pfns.start + 1..pfns.end).rev() {
+                let first = if misaligned {
+                    pfns.start
+                } else {
+                    pfns.start + 1
+                };
+                for pfn in (first..pfns.end).rev() {
                     free.small.push(pfn);
                 }
             }
@@ -511,6 +524,9 @@ impl Dev {
         };
         drop(old);
         chunks.push(chunk, GFP_KERNEL)?;
+        if misaligned {
+            return Err(ENOMEM);
+        }
         Ok(pfns.start)
     }
 
@@ -733,17 +749,26 @@ fn perm_of(e: HmmPfn) -> Perm {
 
 impl MirrorFile {
     /// Faults `[start, end)` into the device table, one 2 MiB-aligned block at a time
-    /// (one device fault, as the C driver counts it).
-    fn fault(&self, start: usize, end: usize, write: bool) -> Result {
+    /// (one device fault, as the C driver counts it). `unlocked`: with a walk that may
+    /// drop the `mmap_lock` in a fault (`READ_UNLOCKED`).
+    fn fault(&self, start: usize, end: usize, write: bool, unlocked: bool) -> Result {
         let mut pfns = KVec::<usize>::from_elem(0, FAULT_CHUNK, GFP_KERNEL)?;
         let want = if write { Want::Write } else { Want::Read };
         let owner = self.dev.owner();
         let dev = self.dev;
         for (addr, n) in blocks(start, end) {
-            self.mirror
-                .range_fault(addr, &mut pfns[..n], want, |g, entries| {
-                    commit(g, addr, entries, write, owner, dev)
-                })??;
+            let install = |g: &mut MirrorGuard<'_, State>, entries: &[HmmPfn]| {
+                commit(g, addr, entries, write, owner, dev)
+            };
+            let pfns = &mut pfns[..n];
+            #[cfg(CONFIG_AIKRS_HMM_FAULT_UNLOCKED)]
+            if unlocked {
+                self.mirror
+                    .range_fault_unlocked(addr, pfns, want, install)??;
+                continue;
+            }
+            let _ = unlocked;
+            self.mirror.range_fault(addr, pfns, want, install)??;
         }
         Ok(())
     }
@@ -770,6 +795,17 @@ impl MirrorFile {
 
     /// `HMM_DMIRROR_READ`.
     fn read(&self, cmd: &mut Cmd) -> Result {
+        self.read_with(cmd, false)
+    }
+
+    /// `HMM_DMIRROR_READ_UNLOCKED`: a read whose device faults may drop the
+    /// `mmap_lock` (a page behind userfaultfd can be faulted in).
+    #[cfg(CONFIG_AIKRS_HMM_FAULT_UNLOCKED)]
+    fn read_unlocked(&self, cmd: &mut Cmd) -> Result {
+        self.read_with(cmd, true)
+    }
+
+    fn read_with(&self, cmd: &mut Cmd, unlocked: bool) -> Result {
         let (start, end) = cmd.range()?;
         let mut bounce = VVec::<u8>::from_elem(0, COPY_CHUNK * PAGE_SIZE, GFP_KERNEL)?;
         let mut pos = start;
@@ -785,7 +821,7 @@ impl MirrorFile {
             self.dev.counters.add(ctr::PAGES_READ, done as u64);
             pos += done * PAGE_SIZE;
             if done < n {
-                self.fault(pos, end, false)?;
+                self.fault(pos, end, false, unlocked)?;
                 cmd.faults += 1;
                 self.dev.counters.add(ctr::DEVICE_FAULTS, 1);
             }
@@ -823,7 +859,7 @@ impl MirrorFile {
                     }
                 }
                 if done < n {
-                    self.fault(pos + done * PAGE_SIZE, end, true)?;
+                    self.fault(pos + done * PAGE_SIZE, end, true, false)?;
                     cmd.faults += 1;
                     self.dev.counters.add(ctr::DEVICE_FAULTS, 1);
                 }
@@ -1267,6 +1303,8 @@ impl FileOps for MirrorFile {
             EXCLUSIVE => Self::exclusive,
             CHECK_EXCLUSIVE => Self::check_exclusive,
             FLAGS => Self::set_flags,
+            #[cfg(CONFIG_AIKRS_HMM_FAULT_UNLOCKED)]
+            READ_UNLOCKED => Self::read_unlocked,
             _ => return Err(EINVAL),
         };
         let mut c = Cmd::read(arg)?;

@@ -477,14 +477,18 @@ __rust_helper unsigned int rust_helper_aikrs_vmf_fault_order(struct vm_fault *vm
 
 /*
  * A locked large folio (2^order pages) to migrate `addr` of `vma` into (NULL
- * vma: an eviction, any node). 0: none; never warns, never retries hard (the
- * caller falls back to base pages).
+ * vma: an eviction, any node). 0: none; never warns.
  */
 __rust_helper unsigned long rust_helper_aikrs_alloc_migrate_folio(struct vm_area_struct *vma,
 								  unsigned long addr,
 								  unsigned int order)
 {
-	gfp_t gfp = GFP_HIGHUSER_MOVABLE | __GFP_NOWARN | __GFP_NORETRY;
+	/*
+	 * An eviction cannot fall back to base pages (migrate_device_pages() does
+	 * not split), so it tries harder.
+	 */
+	gfp_t gfp = GFP_HIGHUSER_MOVABLE | __GFP_NOWARN |
+		    (vma ? __GFP_NORETRY : __GFP_RETRY_MAYFAIL);
 	struct folio *folio;
 
 	folio = vma ? vma_alloc_folio(gfp, order, vma, addr) : folio_alloc(gfp, order);
@@ -532,6 +536,11 @@ __rust_helper unsigned long rust_helper_aikrs_folio_pfn(struct folio *folio)
 __rust_helper unsigned int rust_helper_aikrs_folio_order(struct folio *folio)
 {
 	return folio_order(folio);
+}
+
+__rust_helper unsigned int rust_helper_aikrs_pfn_folio_order(unsigned long pfn)
+{
+	return folio_order(page_folio(pfn_to_page(pfn)));
 }
 
 __rust_helper unsigned long rust_helper_aikrs_vmf_page_pfn(struct vm_fault *vmf)

@@ -497,7 +497,9 @@ impl Drop for MmapReadGuard {
 /// One migration round over `[start, end)` of `vma` (within it, page aligned, at most
 /// `src.len()` pages; `dst` as long): collects the pages that `select` names into
 /// `src`, then calls `copy(src, dst, vma)` to allocate and fill the new pages and set
-/// their `dst` entries ([`MigratePfn::new`]; a zero entry: leave that page), migrates
+/// their `dst` entries ([`MigratePfn::new`]; a zero entry: leave that page; for a
+/// compound source, a compound destination or base pages, all of them for an empty
+/// range: an entry the kernel could not take is withdrawn, see `check_dst`), migrates
 /// them (`migrate_vma_pages`), calls `map(src, dst)` (entries whose `src` lost
 /// [`MigratePfn::is_migrate`] were not migrated) and finalizes. `fault` is the CPU
 /// fault a `migrate_to_ram` serves.
@@ -551,7 +553,9 @@ pub fn migrate_vma(
         return Err(Error::from_errno(r));
     }
     copy(src, dst);
-    // SAFETY: Set up above; `dst` holds locked new pages (or zero) as required.
+    check_dst(src, dst);
+    // SAFETY: Set up above; `dst` holds locked new pages (or zero) as required, and
+    // `check_dst` withdrew the entries the kernel could not take as they are.
     unsafe { bindings::migrate_vma_pages(&mut args) };
     let migrated = src
         .iter()
@@ -562,6 +566,42 @@ pub fn migrate_vma(
     // SAFETY: After `migrate_vma_pages`, as required.
     unsafe { bindings::migrate_vma_finalize(&mut args) };
     Ok(migrated)
+}
+
+/// Withdraws (clears `MIGRATE` of the source entry: the page stays where it is, and
+/// finalizing releases the destination) every entry whose destination the kernel
+/// would mishandle:
+///
+/// - a compound destination that is not a whole 2 MiB folio, or for a source that is
+///   not compound (the kernel would map it as one);
+/// - a compound source with no page (an empty 2 MiB range) given base-page
+///   destinations, not all 512 of them: the kernel inserts all 512 without looking.
+fn check_dst(src: &mut [MigratePfn], dst: &[MigratePfn]) {
+    let mut i = 0;
+    while i < src.len() {
+        let (s, d) = (src[i], dst[i]);
+        let n = s.nr_pages().min(src.len() - i);
+        if s.is_migrate() {
+            let bad = match d.pfn() {
+                None => false,
+                Some(pfn) if d.is_compound() => {
+                    !s.is_compound()
+                        || pfn % HUGE_PAGES as u64 != 0
+                        // SAFETY: `pfn` is a page the driver handed to the migration.
+                        || unsafe { bindings::aikrs_pfn_folio_order(pfn as usize) } != HUGE_ORDER
+                }
+                Some(_) => {
+                    s.is_compound()
+                        && s.pfn().is_none()
+                        && (n < HUGE_PAGES || dst[i..i + n].iter().any(|e| e.pfn().is_none()))
+                }
+            };
+            if bad {
+                src[i] = MigratePfn(s.0 & !MigratePfn::MIGRATE);
+            }
+        }
+        i += n;
+    }
 }
 
 /// Evicts pages `first..first + src.len()` of device-private memory of this driver
@@ -584,7 +624,9 @@ pub unsafe fn migrate_device_range(
     // SAFETY: As the caller guarantees; the arrays have `n` entries.
     unsafe { bindings::migrate_device_range(src.as_mut_ptr().cast(), first as usize, n) };
     copy(src, dst);
-    // SAFETY: After `migrate_device_range`, with `dst` filled as required.
+    check_dst(src, dst);
+    // SAFETY: After `migrate_device_range`, with `dst` filled as required (see
+    // `check_dst`).
     unsafe {
         bindings::migrate_device_pages(src.as_mut_ptr().cast(), dst.as_mut_ptr().cast(), n);
         bindings::migrate_device_finalize(src.as_mut_ptr().cast(), dst.as_mut_ptr().cast(), n);

@@ -389,6 +389,32 @@ impl<T: MirrorOps> Mirror<T> {
         want: Want,
         commit: impl FnOnce(&mut MirrorGuard<'_, T>, &[HmmPfn]) -> R,
     ) -> Result<R> {
+        self.range_fault_inner(start, pfns, want, false, commit)
+    }
+
+    /// As [`Mirror::range_fault`], but the walk takes the `mmap_lock` itself and lets a
+    /// fault drop it (`hmm_range_fault_unlocked_timeout()`), so that a page whose fault
+    /// handler must drop the lock (userfaultfd, say) can be faulted in. Where the kernel
+    /// has it (`CONFIG_AIKRS_HMM_FAULT_UNLOCKED`). Also `EINTR` (a fatal signal).
+    #[cfg(CONFIG_AIKRS_HMM_FAULT_UNLOCKED)]
+    pub fn range_fault_unlocked<R>(
+        &self,
+        start: usize,
+        pfns: &mut [usize],
+        want: Want,
+        commit: impl FnOnce(&mut MirrorGuard<'_, T>, &[HmmPfn]) -> R,
+    ) -> Result<R> {
+        self.range_fault_inner(start, pfns, want, true, commit)
+    }
+
+    fn range_fault_inner<R>(
+        &self,
+        start: usize,
+        pfns: &mut [usize],
+        want: Want,
+        unlocked: bool,
+        commit: impl FnOnce(&mut MirrorGuard<'_, T>, &[HmmPfn]) -> R,
+    ) -> Result<R> {
         let len = pfns.len().checked_mul(PAGE_SIZE).ok_or(EINVAL)?;
         let end = start.checked_add(len).ok_or(EINVAL)?;
         if start % PAGE_SIZE != 0 || len == 0 {
@@ -425,15 +451,22 @@ impl<T: MirrorOps> Mirror<T> {
             range.default_flags = default_flags;
             range.pfn_flags_mask = 0;
             range.dev_private_owner = self.owner;
-            // SAFETY: We hold a user reference on `mm`; `range` describes `pfns`, which
-            // has one entry per page of the range and outlives the call; the mmap_lock
-            // is held for reading around it, as `hmm_range_fault()` requires.
-            let r = unsafe {
-                bindings::aikrs_mmap_read_lock(mm);
-                let r = bindings::hmm_range_fault(&mut range);
-                bindings::aikrs_mmap_read_unlock(mm);
-                r
+            let r = if unlocked {
+                Self::fault_unlocked(&mut range)
+            } else {
+                // SAFETY: We hold a user reference on `mm`; `range` describes `pfns`,
+                // which has one entry per page of the range and outlives the call; the
+                // mmap_lock is held for reading around it, as `hmm_range_fault()`
+                // requires.
+                unsafe {
+                    bindings::aikrs_mmap_read_lock(mm);
+                    let r = bindings::hmm_range_fault(&mut range);
+                    bindings::aikrs_mmap_read_unlock(mm);
+                    r
+                }
             };
+            // The unlocked walk samples the sequence again when it restarts.
+            let seq = range.notifier_seq;
             if r == EBUSY.to_errno() {
                 deadline.get_or_insert_with(|| {
                     crate::aikrs::cpu::ktime_ns() + RANGE_TIMEOUT_MS * 1_000_000
@@ -462,6 +495,25 @@ impl<T: MirrorOps> Mirror<T> {
         // context, holding no lock).
         unsafe { bindings::mmput(mm) };
         ret
+    }
+
+    /// One `hmm_range_fault_unlocked_timeout()` call (it takes the `mmap_lock` itself).
+    #[cfg(CONFIG_AIKRS_HMM_FAULT_UNLOCKED)]
+    fn fault_unlocked(range: &mut bindings::hmm_range) -> i32 {
+        // SAFETY: The caller holds a user reference on the notifier's `mm` and `range`
+        // describes its pfn array, as for `hmm_range_fault()`; the `mmap_lock` is not
+        // held. Internal retries are bounded by the same timeout as ours.
+        unsafe {
+            bindings::hmm_range_fault_unlocked_timeout(
+                range,
+                bindings::__msecs_to_jiffies(RANGE_TIMEOUT_MS as u32),
+            )
+        }
+    }
+
+    #[cfg(not(CONFIG_AIKRS_HMM_FAULT_UNLOCKED))]
+    fn fault_unlocked(_range: &mut bindings::hmm_range) -> i32 {
+        EINVAL.to_errno()
     }
 
     // 6.12 has no other field, so the update is needless there.
