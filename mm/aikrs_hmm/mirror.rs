@@ -1006,6 +1006,13 @@ impl MirrorFile {
         for (addr, n) in blocks(start, end) {
             self.mirror
                 .range_fault(addr, &mut pfns[..n], Want::Snapshot, |g, entries| {
+                    // A 2 MiB device folio mapped whole: one huge device entry.
+                    if let Some((backing, perm)) = local_huge_backing(addr, entries, owner) {
+                        if g.table.map_huge(addr as u64, backing, perm).is_ok() {
+                            self.dev.counters.add(ctr::HUGE_MAPPED, 1);
+                            return;
+                        }
+                    }
                     for (i, &e) in entries.iter().enumerate() {
                         let Some(pfn) = e.pfn() else {
                             continue;
@@ -1214,6 +1221,30 @@ fn prot_byte(e: HmmPfn, owner: *mut c_void) -> u8 {
     p
 }
 
+/// For a whole 2 MiB block that the CPU maps with one device-private PMD entry of
+/// this device (a 2 MiB device folio): the first of its backing pages, if they are
+/// 2 MiB aligned (they are: one order-9 allocation), and the device permissions, so
+/// that one huge device entry maps the block.
+fn local_huge_backing(addr: usize, entries: &[HmmPfn], owner: *mut c_void) -> Option<(u64, Perm)> {
+    let first = *entries.first()?;
+    let pfn = first.pfn()?;
+    let whole = addr % HUGE_SIZE == 0
+        && entries.len() == HUGE_PAGES
+        && pfn % HUGE_PAGES as u64 == 0
+        && entries.iter().enumerate().all(|(i, e)| {
+            e.order() == HUGE_ORDER
+                && e.is_write() == first.is_write()
+                && e.pfn() == Some(pfn + i as u64)
+        });
+    if !whole || first.kind(owner) != PageKind::DevicePrivateLocal {
+        return None;
+    }
+    // SAFETY: `pfn` was reported by `hmm_range_fault`, and the caller is in the
+    // commit (no invalidation has begun since).
+    let backing = unsafe { backing_of(pfn, owner) }?;
+    (backing % HUGE_PAGES as u64 == 0).then_some((backing, perm_of(first).union(Perm::DEVICE)))
+}
+
 /// Installs the faulted entries of `[addr, addr + entries pages)` (asked for writing if
 /// `write`) in the device table
 /// (under the mirror lock, with no invalidation since the walk): a 2 MiB entry for a
@@ -1231,6 +1262,11 @@ fn commit(
     // as the C driver does, instead of faulting again forever.
     if write && entries.iter().any(|e| !e.is_write()) {
         return Err(EFAULT);
+    }
+    if let Some((backing, perm)) = local_huge_backing(addr, entries, owner) {
+        g.table.map_huge(addr as u64, backing, perm)?;
+        dev.counters.add(ctr::HUGE_MAPPED, 1);
+        return Ok(());
     }
     let whole_block =
         addr % pt::HUGE_SIZE as usize == 0 && entries.len() == pt::HUGE_PAGES as usize;
