@@ -120,6 +120,11 @@ kernel_problem=$(grep -m1 -E 'Kernel panic|BUG:|Oops|WARNING:|Call Trace:|UBSAN:
 
 if [ "$mode" != test ]; then
 	sed -n '/^AIKRS-GUEST: begin/,/^AIKRS-GUEST: done/p' "$out"
+	# A demo or benchmark program that exits non-zero failed (the init prints
+	# "===== MODE NAME: exit STATUS =====" after each).
+	while read -r failed; do
+		problems+=("$failed")
+	done < <(grep -E "^===== $mode [^ ]+: exit [1-9][0-9]* =====" "$out" | sed 's/^===== //; s/ =====$//')
 	pass=0 fail=0 skip=0
 	[ ${#problems[@]} = 0 ] && pass=1 || fail=1
 else
