@@ -5,9 +5,10 @@
  * writes the process's buffer through its own page table, the CPU changes part of
  * the buffer (the device's entries for it are invalidated and re-faulted), and a
  * snapshot shows how the CPU maps the pages. Then 2 MiB migrate into the
- * device's memory (device-private pages), the CPU touches one page (which
- * migrates back on the fault) and the rest is migrated back. The device's
- * counters come from debugfs (aikrs_hmm0/).
+ * device's memory (device-private pages: one 2 MiB device folio on Linux 7, 512
+ * pages before), the CPU touches one page (which migrates back on the fault: the
+ * whole folio, or that page) and the rest is migrated back. The device's
+ * counters come from debugfs (aikrs_hmm0/). Exits 1 if anything is wrong.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,8 +30,23 @@
 static const char *const counters[] = {
 	"device_faults", "pages_mapped", "huge_mapped", "pages_read", "pages_written",
 	"invalidations", "pages_invalidated", "snapshot_pages", "migrated_to_device",
-	"migrated_to_ram", "migrated_to_ram_on_cpu_fault",
+	"migrated_to_ram", "migrated_to_ram_on_cpu_fault", "huge_device_folios",
 };
+
+static unsigned long long read_counter(const char *name)
+{
+	char path[128], v[32] = "0";
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/kernel/debug/aikrs_hmm0/%s", name);
+	f = fopen(path, "r");
+	if (f) {
+		if (!fgets(v, sizeof(v), f))
+			strcpy(v, "0");
+		fclose(f);
+	}
+	return strtoull(v, NULL, 10);
+}
 
 static void show_counters(const char *when)
 {
@@ -71,6 +87,8 @@ int main(void)
 	struct hmm_dmirror_cmd c;
 	unsigned char *snap;
 	unsigned long kinds[256] = { 0 };
+	unsigned long long before;
+	char touched;
 	char *raw, *buf, *out;
 	int fd;
 
@@ -136,14 +154,24 @@ int main(void)
 	memset(kinds, 0, sizeof(kinds));
 	for (unsigned long i = 0; i < 512; i++)
 		kinds[snap[i] & 0xf0]++;
-	printf("  snapshot: %lu of 512 pages are in this device's memory\n",
-	       kinds[HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL]);
+	printf("  snapshot: %lu of 512 pages are in this device's memory, %s\n",
+	       kinds[HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL],
+	       snap[0] & HMM_DMIRROR_PROT_PMD ? "as one 2 MiB device folio (PMD entry)" :
+						"as 4 KiB device pages");
+	if (kinds[HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL] != 512 || out[0] != 'D')
+		return 1;
 	/* The CPU touches one of them: it is faulted back (migrate_to_ram). */
-	printf("  the CPU reads page 7: '%c'\n", buf[7 * PAGE + 5]);
+	before = read_counter("migrated_to_ram_on_cpu_fault");
+	touched = *(volatile char *)&buf[7 * PAGE + 5];
+	printf("  the CPU reads page 7: '%c'; the fault brought back %llu page(s)\n", touched,
+	       read_counter("migrated_to_ram_on_cpu_fault") - before);
 	if (dev_cmd(fd, HMM_DMIRROR_MIGRATE_TO_SYS, buf, out, 512, &c))
 		return 1;
-	printf("  migrated back to system memory: %llu pages (the other one came back on the "
-	       "CPU fault)\n", (unsigned long long)c.cpages);
+	printf("  migrated back to system memory: the other %llu pages\n",
+	       (unsigned long long)c.cpages);
+	for (unsigned long i = 0; i < 512 * PAGE; i += PAGE)
+		if (buf[i] != 'D')
+			return 1;
 	show_counters("at end");
 	close(fd);
 	return 0;
