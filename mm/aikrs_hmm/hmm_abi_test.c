@@ -4,7 +4,9 @@
  * bad input, the device node closed while a mirror is in use, the mirrored process
  * exiting first, invalidation (what the device reads after the CPU side
  * changed), a device write to device memory shared after a fork, and a 2 MiB
- * device folio read by another device, split and evicted. hmm_selftest_test.c runs
+ * device folio read by another device, split and evicted, and migrations in flight
+ * while the CPU faults pages back, the memory is released and the file is closed.
+ * hmm_selftest_test.c runs
  * the kernel's own hmm-tests; this covers what they do not. Any oops, WARN or leak report in the kernel log fails the guest run
  * (scripts/guest.sh).
  */
@@ -466,14 +468,102 @@ static void test_huge_device_folio(void)
 	result(ok, "huge_device_folio");
 }
 
+struct migrator {
+	int fd;
+	char *buf, *out;
+	size_t n;
+	atomic_int stop;
+	atomic_long calls, errors;
+};
+
+static void *migrate_loop(void *arg)
+{
+	struct migrator *m = arg;
+
+	while (!atomic_load(&m->stop)) {
+		int e = cmd(m->fd, HMM_DMIRROR_MIGRATE_TO_DEV, (uintptr_t)m->buf, m->out, m->n, NULL);
+		int e2 = cmd(m->fd, HMM_DMIRROR_MIGRATE_TO_SYS, (uintptr_t)m->buf, m->out, m->n, NULL);
+
+		atomic_fetch_add(&m->calls, 1);
+		if (e || e2)
+			atomic_fetch_add(&m->errors, 1);
+	}
+	return NULL;
+}
+
+/*
+ * Migrations in flight while everything else happens at once: one thread migrates
+ * a 4 MiB buffer (2 MiB device folios on Linux 7) to device memory and back in a
+ * loop; meanwhile the CPU reads every page (faulting device pages back), another
+ * file RELEASEs the device's memory, and the migrating file is closed. Every page
+ * must read its own value throughout. Then a process exits with its buffer still
+ * in device memory (its device pages are freed with its mm), and a last RELEASE
+ * must find nothing it waits for forever.
+ */
+static void test_close_while_migrating(void)
+{
+	struct migrator m = { .n = 1024 };
+	char *raw = map_anon(2 * m.n * PAGE);
+	pthread_t th;
+	int ok = 1, status, fdr;
+	long rounds = 0, calls, errors;
+	pid_t pid;
+
+	m.buf = (char *)(((uintptr_t)raw + HUGE - 1) & ~(HUGE - 1));
+	madvise(m.buf, m.n * PAGE, MADV_HUGEPAGE);
+	m.out = map_anon(m.n * PAGE);
+	for (size_t i = 0; i < m.n; i++)
+		memset(m.buf + i * PAGE, (int)(i % 251) + 1, PAGE);
+	m.fd = dev_open(0);
+	fdr = dev_open(0);
+	pthread_create(&th, NULL, migrate_loop, &m);
+	while (atomic_load(&m.calls) < 30 && rounds < 100000) {
+		for (size_t i = 0; i < m.n; i += 37)
+			ok &= *(volatile char *)(m.buf + i * PAGE + (i % PAGE)) == (char)(i % 251 + 1);
+		if (++rounds % 8 == 0)
+			ok &= cmd(fdr, HMM_DMIRROR_RELEASE, (uintptr_t)m.buf, NULL, 1, NULL) == 0;
+	}
+	calls = atomic_load(&m.calls);
+	errors = atomic_load(&m.errors);
+	close(m.fd); /* the migrator's ioctls now fail with EBADF */
+	usleep(10000);
+	atomic_store(&m.stop, 1);
+	pthread_join(th, NULL);
+	ok &= check(atomic_load(&m.calls) >= 30, "migration rounds", 0,
+		    &(struct hmm_dmirror_cmd){ .cpages = (uint64_t)atomic_load(&m.calls) });
+	for (size_t i = 0; i < m.n; i++)
+		ok &= all(m.buf + i * PAGE, (int)(i % 251) + 1, PAGE);
+	if (!ok)
+		printf("# data or release check failed after %ld rounds\n", rounds);
+
+	pid = fork();
+	if (pid == 0) {
+		int fd = dev_open(0);
+		char *b = map_anon(m.n * PAGE);
+
+		memset(b, 5, m.n * PAGE);
+		_exit(cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, (uintptr_t)b, m.out, m.n, NULL) ? 1 : 0);
+	}
+	ok &= waitpid(pid, &status, 0) == pid && WIFEXITED(status) && !WEXITSTATUS(status);
+	ok &= check(cmd(fdr, HMM_DMIRROR_RELEASE, (uintptr_t)m.buf, NULL, 1, NULL) == 0,
+		    "release after the exit", 0, &(struct hmm_dmirror_cmd){ 0 });
+	printf("# before the close: %ld migration rounds (%ld with an error: pages taken back by "
+	       "the CPU or a release meanwhile), %ld CPU passes\n", calls, errors, rounds);
+	close(fdr);
+	munmap(raw, 2 * m.n * PAGE);
+	munmap(m.out, m.n * PAGE);
+	result(ok, "close_while_migrating");
+}
+
 int main(void)
 {
-	printf("KTAP version 1\n1..6\n");
+	printf("KTAP version 1\n1..7\n");
 	test_snapshot_layout();
 	test_bad_input();
 	test_invalidation();
 	test_close_while_active();
 	test_write_shared_device_page();
 	test_huge_device_folio();
+	test_close_while_migrating();
 	return nfail ? 1 : 0;
 }
