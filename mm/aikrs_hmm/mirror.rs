@@ -240,6 +240,7 @@ impl DevmemOps for Chunk {
     fn migrate_to_ram(&self, fault: &DevFault<'_>) -> Result {
         let vma = fault.vma();
         let owner = self.dev.owner();
+        let short = core::cell::Cell::new(false);
         // A device folio the CPU maps whole (PMD) goes back whole, as a THP if one
         // can be had; a page of one the CPU maps with PTEs goes back alone (the
         // migration splits the folio).
@@ -260,7 +261,7 @@ impl DevmemOps for Chunk {
                 owner,
                 select,
                 Some(fault),
-                |src, dst| copy_to_ram(src, dst, owner, Some((&vma, start)), &|| false),
+                |src, dst| short.set(copy_to_ram(src, dst, owner, Some((&vma, start)), &|| false)),
                 |_, _| {},
             )
         };
@@ -273,6 +274,10 @@ impl DevmemOps for Chunk {
             run(&mut src, &mut dst, Select::DEVICE_PRIVATE)?
         };
         self.dev.counters.add(ctr::MIGRATED_TO_RAM_FAULT, n as u64);
+        if short.get() {
+            // No page to migrate into: `VM_FAULT_OOM`, as the C driver.
+            return Err(ENOMEM);
+        }
         Ok(())
     }
 
@@ -341,13 +346,16 @@ unsafe fn backing_of(pfn: u64, owner: *mut c_void) -> Option<u64> {
 /// migration split the device folio; an eviction cannot split, so it leaves the folio
 /// for a later round. `fail()` says whether an allocation is to fail (fault injection,
 /// `FLAG_FAIL_ALLOC`): then a 2 MiB folio goes to base pages, a base page stays.
+///
+/// Returns whether a page was left behind for lack of memory (or by fault injection).
 fn copy_to_ram(
     src: &[MigratePfn],
     dst: &mut [MigratePfn],
     owner: *mut c_void,
     at: Option<(&devmem::Vma<'_>, usize)>,
     fail: &dyn Fn() -> bool,
-) {
+) -> bool {
+    let mut short = false;
     let mut i = 0;
     while i < src.len() {
         let s = src[i];
@@ -383,6 +391,7 @@ fn copy_to_ram(
                 continue;
             }
         } else if fail() {
+            short = true;
             i += 1;
             continue;
         }
@@ -390,7 +399,10 @@ fn copy_to_ram(
             let new = match &alloc_for {
                 Some((vma, addr)) => match devmem::alloc_page(Some((vma, addr + j * PAGE_SIZE))) {
                     Some(p) => p,
-                    None => break,
+                    None => {
+                        short = true;
+                        break;
+                    }
                 },
                 None => devmem::alloc_evict_page(),
             };
@@ -401,6 +413,7 @@ fn copy_to_ram(
         }
         i += n;
     }
+    short
 }
 
 impl Dev {
@@ -566,7 +579,9 @@ impl Dev {
                     // SAFETY: Pages of our own device-private range.
                     unsafe {
                         devmem::migrate_device_range(first, &mut src[..n], &mut dst[..n], |s, d| {
-                            copy_to_ram(s, d, owner, None, &|| false)
+                            // Eviction pages never fail; a 2 MiB folio left behind is
+                            // retried by the next round.
+                            let _ = copy_to_ram(s, d, owner, None, &|| false);
                         })
                     };
                     first += n as u64;
@@ -1061,6 +1076,7 @@ impl MirrorFile {
         let mut buf = KVec::from_elem(MigratePfn::default(), 2 * MIGRATE_CHUNK, GFP_KERNEL)?;
         let (src, dst) = buf.split_at_mut(MIGRATE_CHUNK);
         let mut cpages = 0;
+        let mut short = false;
         self.migrate_rounds(start, end, |vma, addr, next| {
             let n = devmem::migrate_vma(
                 vma,
@@ -1072,9 +1088,11 @@ impl MirrorFile {
                 compound(Select::DEVICE_PRIVATE),
                 None,
                 |src, dst| {
-                    copy_to_ram(src, dst, owner, Some((vma, addr)), &|| {
+                    if copy_to_ram(src, dst, owner, Some((vma, addr)), &|| {
                         self.take_fail_alloc()
-                    })
+                    }) {
+                        short = true;
+                    }
                 },
                 |_, _| {},
             )?;
@@ -1083,6 +1101,11 @@ impl MirrorFile {
             Ok(())
         })?;
         cmd.cpages = cpages;
+        // A page left in device memory for lack of system memory: `ENOMEM`, as the C
+        // driver (the pages migrated stay migrated).
+        if short {
+            return Err(ENOMEM);
+        }
         Ok(())
     }
 

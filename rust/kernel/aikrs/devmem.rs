@@ -110,7 +110,8 @@ impl Select {
 /// The callbacks of a [`DevicePrivate`] range.
 pub trait DevmemOps: Send + Sync + Sized + 'static {
     /// The CPU accessed device-private page `fault.pfn()` of this range: migrate it to
-    /// system memory (with [`migrate_vma`], passing the fault). An error is a `SIGBUS`.
+    /// system memory (with [`migrate_vma`], passing the fault). `ENOMEM` is
+    /// `VM_FAULT_OOM`; any other error a `SIGBUS`.
     fn migrate_to_ram(&self, fault: &DevFault<'_>) -> Result;
 
     /// The last reference to the folio of `1 << order` pages at `pfn` is gone; `data`
@@ -329,6 +330,7 @@ impl<T: DevmemOps> DevicePrivate<T> {
         };
         match this.data.migrate_to_ram(&fault) {
             Ok(()) => 0,
+            Err(e) if e == ENOMEM => bindings::vm_fault_reason_VM_FAULT_OOM as bindings::vm_fault_t,
             Err(_) => bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t,
         }
     }
