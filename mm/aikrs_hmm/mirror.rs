@@ -268,7 +268,7 @@ impl DevmemOps for Chunk {
         let n = if huge && start >= vma.start() && start + HUGE_SIZE <= vma.end() {
             let mut buf = KVec::from_elem(MigratePfn::default(), 2 * HUGE_PAGES, GFP_KERNEL)?;
             let (src, dst) = buf.split_at_mut(HUGE_PAGES);
-            run(src, dst, compound(Select::DEVICE_PRIVATE))?
+            run(src, dst, Select::DEVICE_PRIVATE.compound())?
         } else {
             let (mut src, mut dst) = ([MigratePfn::default(); 1], [MigratePfn::default(); 1]);
             run(&mut src, &mut dst, Select::DEVICE_PRIVATE)?
@@ -316,14 +316,6 @@ impl DevmemOps for Chunk {
             backing + index as usize
         }
     }
-}
-
-/// `select`, also collecting whole 2 MiB folios where the kernel can migrate them.
-fn compound(select: Select) -> Select {
-    #[cfg(CONFIG_AIKRS_DEVMEM_COMPOUND)]
-    return select.compound();
-    #[cfg(not(CONFIG_AIKRS_DEVMEM_COMPOUND))]
-    select
 }
 
 /// The backing page (system memory holding the data) of device page `pfn` of the
@@ -397,7 +389,7 @@ fn copy_to_ram(
         }
         for j in 0..n {
             let new = match &alloc_for {
-                Some((vma, addr)) => match devmem::alloc_page(Some((vma, addr + j * PAGE_SIZE))) {
+                Some((vma, addr)) => match devmem::alloc_page(vma, addr + j * PAGE_SIZE) {
                     Some(p) => p,
                     None => {
                         short = true;
@@ -901,15 +893,28 @@ impl MirrorFile {
         Ok(())
     }
 
-    /// Runs migration rounds over `[start, end)`: `round(vma, addr, next)` for each
-    /// part within one vma and one 2 MiB-aligned block, with the `mmap_lock` held.
+    /// Migrates the pages of `[start, end)` that `select` names, in rounds of one
+    /// `migrate_vma` each within one vma and one 2 MiB-aligned block, with the
+    /// `mmap_lock` held: `copy(vma, addr, src, dst)` is the copy step of the round at
+    /// `addr`. Each round's pages are added to counter `counter`; returns them all.
     /// `EINVAL` if part of the range is not in a readable vma.
-    fn migrate_rounds(
+    ///
+    /// Nothing is mapped in the device table here: pages in device memory are mapped
+    /// afterwards by `map_local`, under the sequence check (mapping them from the
+    /// migration, unchecked, could keep an entry for a page that a concurrent zap,
+    /// `MADV_DONTNEED`, has already had freed).
+    fn migrate_range(
         &self,
         start: usize,
         end: usize,
-        mut round: impl FnMut(&devmem::Vma<'_>, usize, usize) -> Result,
-    ) -> Result {
+        select: Select,
+        counter: usize,
+        mut copy: impl FnMut(&devmem::Vma<'_>, usize, &[MigratePfn], &mut [MigratePfn]),
+    ) -> Result<u64> {
+        let owner = self.dev.owner();
+        let mut buf = KVec::from_elem(MigratePfn::default(), 2 * MIGRATE_CHUNK, GFP_KERNEL)?;
+        let (src, dst) = buf.split_at_mut(MIGRATE_CHUNK);
+        let mut total = 0;
         let mm = self.mirror.mmap_read()?;
         for (addr, n) in blocks(start, end) {
             let block_end = addr + n * PAGE_SIZE;
@@ -917,11 +922,24 @@ impl MirrorFile {
             while a < block_end {
                 let vma = mm.vma_lookup(a).ok_or(EINVAL)?;
                 let next = block_end.min(vma.end());
-                round(&vma, a, next)?;
+                let n = devmem::migrate_vma(
+                    &vma,
+                    a,
+                    next,
+                    src,
+                    dst,
+                    owner,
+                    select,
+                    None,
+                    |src, dst| copy(&vma, a, src, dst),
+                    |_, _| {},
+                )?;
+                self.dev.counters.add(counter, n as u64);
+                total += n as u64;
                 a = next;
             }
         }
-        Ok(())
+        Ok(total)
     }
 
     /// `HMM_DMIRROR_MIGRATE_TO_DEV`: migrates the pages of system memory in the range
@@ -931,30 +949,13 @@ impl MirrorFile {
     /// 2 MiB device folio where the kernel supports those, else 512 device pages.
     fn migrate_to_dev(&self, cmd: &mut Cmd) -> Result {
         let (start, end) = cmd.range()?;
-        let dev = self.dev;
-        let owner = dev.owner();
-        let mut buf = KVec::from_elem(MigratePfn::default(), 2 * MIGRATE_CHUNK, GFP_KERNEL)?;
-        let (src, dst) = buf.split_at_mut(MIGRATE_CHUNK);
-        self.migrate_rounds(start, end, |vma, addr, next| {
-            let writable = vma.writable();
-            let n = devmem::migrate_vma(
-                vma,
-                addr,
-                next,
-                src,
-                dst,
-                owner,
-                compound(Select::SYSTEM),
-                None,
-                |src, dst| self.copy_to_device(src, dst, writable),
-                // The new pages are mapped below by `map_local`, under the sequence
-                // check: mapping them here, unchecked, could keep an entry for a page
-                // that a concurrent zap (MADV_DONTNEED) has already had freed.
-                |_, _| {},
-            )?;
-            dev.counters.add(ctr::MIGRATED_TO_DEVICE, n as u64);
-            Ok(())
-        })?;
+        self.migrate_range(
+            start,
+            end,
+            Select::SYSTEM.compound(),
+            ctr::MIGRATED_TO_DEVICE,
+            |vma, _, src, dst| self.copy_to_device(src, dst, vma.writable()),
+        )?;
         // Map the range's pages that are in this device's memory now (those just
         // migrated, and those that were there already, whose entries the migration's
         // own invalidation dropped), through a non-faulting walk with the sequence
@@ -1073,34 +1074,18 @@ impl MirrorFile {
     fn migrate_to_sys(&self, cmd: &mut Cmd) -> Result {
         let (start, end) = cmd.range()?;
         let owner = self.dev.owner();
-        let mut buf = KVec::from_elem(MigratePfn::default(), 2 * MIGRATE_CHUNK, GFP_KERNEL)?;
-        let (src, dst) = buf.split_at_mut(MIGRATE_CHUNK);
-        let mut cpages = 0;
         let mut short = false;
-        self.migrate_rounds(start, end, |vma, addr, next| {
-            let n = devmem::migrate_vma(
-                vma,
-                addr,
-                next,
-                src,
-                dst,
-                owner,
-                compound(Select::DEVICE_PRIVATE),
-                None,
-                |src, dst| {
-                    if copy_to_ram(src, dst, owner, Some((vma, addr)), &|| {
-                        self.take_fail_alloc()
-                    }) {
-                        short = true;
-                    }
-                },
-                |_, _| {},
-            )?;
-            cpages += n as u64;
-            self.dev.counters.add(ctr::MIGRATED_TO_RAM, n as u64);
-            Ok(())
-        })?;
-        cmd.cpages = cpages;
+        cmd.cpages = self.migrate_range(
+            start,
+            end,
+            Select::DEVICE_PRIVATE.compound(),
+            ctr::MIGRATED_TO_RAM,
+            |vma, addr, src, dst| {
+                short |= copy_to_ram(src, dst, owner, Some((vma, addr)), &|| {
+                    self.take_fail_alloc()
+                });
+            },
+        )?;
         // A page left in device memory for lack of system memory: `ENOMEM`, as the C
         // driver (the pages migrated stay migrated).
         if short {

@@ -100,10 +100,13 @@ impl Select {
 
     /// Also collect whole 2 MiB folios (a THP, an empty 2 MiB range, a 2 MiB device
     /// folio) as one compound entry, where the round's range covers them aligned,
-    /// instead of splitting them.
-    #[cfg(CONFIG_AIKRS_DEVMEM_COMPOUND)]
+    /// instead of splitting them. Where the kernel has no large device folios
+    /// (`CONFIG_AIKRS_DEVMEM_COMPOUND` unset) this is `self`: they are split.
     pub fn compound(self) -> Self {
-        Self(self.0 | bindings::migrate_vma_direction_MIGRATE_VMA_SELECT_COMPOUND as usize)
+        #[cfg(CONFIG_AIKRS_DEVMEM_COMPOUND)]
+        return Self(self.0 | bindings::migrate_vma_direction_MIGRATE_VMA_SELECT_COMPOUND as usize);
+        #[cfg(not(CONFIG_AIKRS_DEVMEM_COMPOUND))]
+        self
     }
 }
 
@@ -635,17 +638,12 @@ pub unsafe fn migrate_device_range(
     }
 }
 
-/// A page of system memory for device data, or for a migration to (`vma`, `addr`: the
-/// page is allocated for that address and returned locked, as a migration destination
-/// must be). `None`: no memory.
-pub fn alloc_page(for_migration: Option<(&DevFaultVma, usize)>) -> Option<u64> {
-    // SAFETY: Allocates a page; `vma`, if given, is valid (see `DevFaultVma`).
-    let pfn = unsafe {
-        match for_migration {
-            Some((v, addr)) => bindings::aikrs_alloc_migrate_page(v.0, addr),
-            None => bindings::aikrs_alloc_pages_split(0),
-        }
-    };
+/// A page of system memory for a migration to `addr` of `vma`, allocated for that
+/// address and returned locked, as a migration destination must be. `None`: no
+/// memory. (Pages for device data: [`alloc_pages`].)
+pub fn alloc_page(vma: &DevFaultVma, addr: usize) -> Option<u64> {
+    // SAFETY: Allocates a page; `vma` is valid (see `DevFaultVma`).
+    let pfn = unsafe { bindings::aikrs_alloc_migrate_page(vma.0, addr) };
     (pfn != 0).then_some(pfn as u64)
 }
 
@@ -683,12 +681,11 @@ impl DevFault<'_> {
     }
 }
 
-/// Frees a page from [`alloc_page`] or [`alloc_pages`] (not one handed to a
-/// migration).
+/// Frees a page from [`alloc_pages`].
 ///
 /// # Safety
 ///
-/// `pfn` came from `alloc_page(None)` or `alloc_pages` and nothing uses it any more.
+/// `pfn` came from `alloc_pages` and nothing uses it any more.
 pub unsafe fn free_page(pfn: u64) {
     // SAFETY: As the caller guarantees.
     unsafe { bindings::aikrs_free_page_pfn(pfn as usize) }
@@ -753,8 +750,9 @@ pub fn alloc_pages(order: u32) -> Option<u64> {
 }
 
 /// A locked 2 MiB folio of system memory to migrate a 2 MiB device folio into (for
-/// `vma` at 2 MiB-aligned `addr`, or `None` for an eviction). `None`: no memory (it
-/// does not try hard: fall back to base pages).
+/// `vma` at 2 MiB-aligned `addr`, or `None` for an eviction). `None`: no memory. For
+/// a vma it does not try hard (the migration can fall back to base pages); for an
+/// eviction, which cannot, it tries harder (`__GFP_RETRY_MAYFAIL`).
 #[cfg(CONFIG_AIKRS_DEVMEM_COMPOUND)]
 pub fn alloc_migrate_huge(for_migration: Option<(&DevFaultVma, usize)>) -> Option<u64> {
     let (vma, addr) = match for_migration {
