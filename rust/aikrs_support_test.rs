@@ -6,11 +6,15 @@
 //! (and a passing one does not), counters count, and an IOVA domain can be driven through
 //! the bindings and C helper that only the overlay adds. `aikrs_support_negative` fails
 //! on purpose when the kernel command line holds `aikrs.kunit_negative_control`, so the
-//! test command can prove that a failing Rust case fails the run.
+//! test command can prove that a failing Rust case fails the run; with
+//! `aikrs.planted_bug=CLASS` it commits one bug of a class the debug test kernel's
+//! detectors must report (`use_after_free`: KASAN, `lock_inversion`: lockdep,
+//! `sleep_in_atomic`: the atomic-sleep check), so the test command can prove that each
+//! report fails the run. Without those switches its cases are skipped.
 
 use kernel::aikrs::{compat, kunit::ScratchTest, kunit::Test};
 use kernel::prelude::*;
-use kernel::{aikrs_expect, aikrs_expect_eq, aikrs_kunit_suite};
+use kernel::{aikrs_expect, aikrs_expect_eq, aikrs_kunit_suite, new_mutex, new_spinlock};
 
 module! {
     type: AikrsSupportTest,
@@ -208,4 +212,72 @@ fn deliberate_failure(t: &Test) -> Result {
     Ok(())
 }
 
-aikrs_kunit_suite!(aikrs_support_negative, [deliberate_failure]);
+/// Whether the command line plants the bug `class` (`aikrs.planted_bug=CLASS`); skips the
+/// case otherwise.
+fn planted(t: &Test, class: &str) -> bool {
+    if compat::cmdline_is("aikrs.planted_bug", class) {
+        pr_info!("    # planting a bug on purpose: aikrs.planted_bug={class}\n");
+        return true;
+    }
+    t.skip(c"negative control: needs aikrs.planted_bug=CLASS on the command line");
+    false
+}
+
+/// Planted bug for KASAN: reads a byte of a freed allocation.
+fn planted_use_after_free(t: &Test) -> Result {
+    if !planted(t, "use_after_free") {
+        return Ok(());
+    }
+    let p = KBox::into_raw(KBox::new([0x5au8; 64], GFP_KERNEL)?);
+    // SAFETY: `p` came from `KBox::into_raw` and is not used through the box again.
+    drop(unsafe { KBox::from_raw(p) });
+    // SAFETY: none: this read of freed memory is the planted bug. KASAN checks the
+    // access before it is made and reports it; the memory is still mapped (the slab
+    // keeps it in quarantine), so the read itself returns garbage and nothing more.
+    let v = unsafe { core::ptr::read_volatile(p.cast::<u8>().add(8)) };
+    core::hint::black_box(v);
+    Ok(())
+}
+
+/// Planted bug for lockdep: takes two mutexes in one order, then in the other (one task,
+/// one after the other, so nothing deadlocks: lockdep reports the inversion from the
+/// order alone).
+fn planted_lock_inversion(t: &Test) -> Result {
+    if !planted(t, "lock_inversion") {
+        return Ok(());
+    }
+    let a = KBox::pin_init(new_mutex!(0u32, "aikrs_planted_a"), GFP_KERNEL)?;
+    let b = KBox::pin_init(new_mutex!(0u32, "aikrs_planted_b"), GFP_KERNEL)?;
+    {
+        let _ga = a.lock();
+        let _gb = b.lock();
+    }
+    {
+        let _gb = b.lock();
+        let _ga = a.lock();
+    }
+    Ok(())
+}
+
+/// Planted bug for the atomic-sleep check: takes a mutex (which may sleep) while holding
+/// a spinlock.
+fn planted_sleep_in_atomic(t: &Test) -> Result {
+    if !planted(t, "sleep_in_atomic") {
+        return Ok(());
+    }
+    let s = KBox::pin_init(new_spinlock!(0u32, "aikrs_planted_spin"), GFP_KERNEL)?;
+    let m = KBox::pin_init(new_mutex!(0u32, "aikrs_planted_mutex"), GFP_KERNEL)?;
+    let _gs = s.lock();
+    let _gm = m.lock();
+    Ok(())
+}
+
+aikrs_kunit_suite!(
+    aikrs_support_negative,
+    [
+        deliberate_failure,
+        planted_use_after_free,
+        planted_lock_inversion,
+        planted_sleep_in_atomic
+    ]
+);

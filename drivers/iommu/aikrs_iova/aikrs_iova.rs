@@ -40,6 +40,32 @@ module! {
 struct AikrsIova {
     #[cfg(CONFIG_AIKRS_IOVA_BENCH)]
     _demo: Option<bench::Demo>,
+    _planted: PlantedLeak,
+}
+
+/// Negative control of the test command (`scripts/test.sh`): with
+/// `aikrs.planted_bug=module_leak` on the command line the module allocates a buffer at
+/// load and its teardown forgets to free it, a leak that kmemleak must report after
+/// `rmmod`. Without the switch it holds nothing.
+struct PlantedLeak(Option<KBox<[u8; 128]>>);
+
+impl PlantedLeak {
+    fn new() -> Result<Self> {
+        if !kernel::aikrs::compat::cmdline_is("aikrs.planted_bug", "module_leak") {
+            return Ok(Self(None));
+        }
+        pr_info!("planting a leak in the module's teardown on purpose (aikrs.planted_bug)\n");
+        Ok(Self(Some(KBox::new([0x6b; 128], GFP_KERNEL)?)))
+    }
+}
+
+impl Drop for PlantedLeak {
+    fn drop(&mut self) {
+        // The planted bug: the buffer is never freed.
+        if let Some(b) = self.0.take() {
+            core::mem::forget(b);
+        }
+    }
 }
 
 impl kernel::Module for AikrsIova {
@@ -47,6 +73,7 @@ impl kernel::Module for AikrsIova {
         Ok(Self {
             #[cfg(CONFIG_AIKRS_IOVA_BENCH)]
             _demo: kernel::aikrs::compat::run_boot_mode("iova", bench::run_all, bench::Demo::run),
+            _planted: PlantedLeak::new()?,
         })
     }
 }
