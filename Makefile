@@ -2,14 +2,17 @@
 #
 # ai-kernel-rs: user-facing entry points. (Kbuild reads ./Kbuild, not this file.)
 #
-#   make run     set-up if needed, build the 6.12 kernel with all modules, boot it in
-#                QEMU, show each module's demo and statistics, power off
-#   make test    set-up if needed, host cargo tests, KUnit under QEMU on 6.12 and 7.3,
-#                guest userspace tests; last line "N passed, N failed, N skipped"
+#   make run     set-up if needed, build the 6.12 production-like kernel with all
+#                modules, boot it in QEMU, show each module's demo and statistics,
+#                power off
+#   make test    set-up if needed, host cargo tests, then on 6.12 and 7.3 the debug
+#                test kernel (KASAN, lockdep, kmemleak, ...; modules =m): KUnit under
+#                QEMU, guest userspace tests, module unload/reload, negative controls;
+#                last line "N passed, N failed, N skipped"
 #   make setup   install the toolchain and fetch the kernel sources (idempotent)
 #   make kunit   build the kernels and run the KUnit suites only
 #   make guest   build the kernels and run the guest userspace tests only
-#   make bench   boot once per kernel and print the benchmark table
+#   make bench   boot the production-like kernels once each, print the benchmark table
 #   make check   rustfmt (kernel settings), clippy (CLIPPY=1) and host clippy
 #   make overlay KSRC=/path/to/linux   apply the overlay to your own tree
 #
@@ -31,14 +34,14 @@ RUN_VER := $(if $(KDIR),kdir,$(firstword $(KVERS)))
 all: help
 
 help:
-	@sed -n '3,19p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,21p' Makefile | sed 's/^# \{0,1\}//'
 
 setup:
 	scripts/setup.sh
 
 run: setup
-	scripts/kbuild.sh $(RUN_VER) >/dev/null
-	scripts/guest.sh $(RUN_VER) --mode demo --smp 4 \
+	scripts/kbuild.sh $(RUN_VER) --prod >/dev/null
+	scripts/guest.sh $(RUN_VER) --prod --mode demo --smp 4 \
 		--append "kunit.enable=1 kunit.filter_glob=aikrs_support trace_event=aikrs_gang"
 
 test:

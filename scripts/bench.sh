@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# make bench: boot each kernel once (QEMU, TCG, 4 vCPUs) in bench mode; every
+# make bench: boot each production-like kernel (scripts/kbuild.sh VER --prod: no bug
+# detectors, our modules built in; never the debug test kernel) once (QEMU, TCG,
+# 4 vCPUs) in bench mode; every
 # /bench program (tools/testing/**/bench_*.c, or module benchmarks they trigger)
 # prints lines of the form
 #   bench: <module>.<case> ours=<number> base=<number> unit=<unit> ratio=<number>
@@ -16,8 +18,8 @@
 vers=${*:-$AIK_KVERS}
 rc=0
 for v in $vers; do
-	"$AIK_ROOT/scripts/kbuild.sh" "$v" >/dev/null
-	out=$("$AIK_ROOT/scripts/guest.sh" "$v" --mode bench --smp 4 --timeout 3000) || rc=1
+	"$AIK_ROOT/scripts/kbuild.sh" "$v" --prod >/dev/null
+	out=$("$AIK_ROOT/scripts/guest.sh" "$v" --prod --mode bench --smp 4 --timeout 3000) || rc=1
 	lines=$(echo "$out" | grep -E '^bench: ' || true)
 	echo
 	step "benchmarks on Linux $v (QEMU TCG, 4 vCPUs, one boot)"

@@ -2,42 +2,55 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Guest runner: boot the built test kernel of VER in QEMU (TCG) with an initramfs
-# holding busybox and the static programs of tools/testing/aikrs/, collect their
-# KTAP output from the second serial port (a file; the first is the kernel console,
-# checked for oops, BUG, WARNING and panic), and power off.
+# holding busybox, our modules (the test kernel builds them =m) and the static
+# programs of tools/testing/aikrs/, collect their KTAP output from the second serial
+# port (a file; the first is the kernel console, checked for every report of the
+# kernel's bug detectors by scripts/kreport.sh), and power off.
 #
 # Usage: scripts/guest.sh VER [options]
 #   --mode test|demo|bench   run /tests (default), the demos or the benchmarks
 #   --smp N              vCPUs (default 4)
 #   --timeout S          kill QEMU after S seconds: a hang is a failure (default 900)
 #   --append "ARGS"      extra kernel command line
-#   --expect-fail        negative control: succeed only if the run fails
+#   --prod               boot the production-like kernel (build/linux-VER/obj-prod,
+#                        scripts/kbuild.sh VER --prod): make bench and make run
+#   --expect-fail RE     negative control: succeed only if the run fails and one of its
+#                        problems, or a line of the guest's output, matches RE (may
+#                        be given more than once: each must match)
+#   --expect-report RE   negative control: succeed only if the kernel log holds a
+#                        detector report matching RE (scripts/kreport.sh --flat: one
+#                        line per report, its lines joined by " | ")
 #
-# Exit status: 0 only if the guest reached its end, printed no kernel oops, BUG,
-# WARNING or panic, and every test passed. Prints "guest VER: N passed, N failed,
+# Exit status: 0 only if the guest reached its end, the kernel log holds no report of
+# a bug detector, the debug kernel's detectors were still on at the end, and every
+# test passed. Prints "guest VER: N passed, N failed,
 # N skipped".
 
 . "$(dirname "$0")/lib.sh"
 
 ver=${1:?usage: scripts/guest.sh VER [--mode test|demo] [--smp N] [--timeout S] [--append ARGS]}
 shift
-mode=test smp=4 timeout=900 append="" expect_fail=0
+mode=test smp=4 timeout=900 append="" expect_fail=0 expect_why=() expect_report="" flavour=test
 while [ $# -gt 0 ]; do
 	case $1 in
 	--mode) mode=$2; shift ;;
 	--smp) smp=$2; shift ;;
 	--timeout) timeout=$2; shift ;;
 	--append) append=$2; shift ;;
-	--expect-fail) expect_fail=1 ;;
+	--expect-fail) expect_fail=1; expect_why+=("$2"); shift ;;
+	--expect-report) expect_report=$2; expect_fail=1; shift ;;
+	--prod) flavour=prod ;;
 	*) die "unknown option $1" ;;
 	esac
 	shift
 done
 
 work=$AIK_BUILD/linux-$ver
-obj=$work/obj
+obj=$(aik_obj "$ver" "$flavour")
 kimg=$obj/arch/x86/boot/bzImage
-[ -f "$kimg" ] || die "no kernel at $kimg (build it first: scripts/kbuild.sh $ver)"
+hint=""
+[ $flavour = prod ] && hint=" --prod"
+[ -f "$kimg" ] || die "no kernel at $kimg (build it first: scripts/kbuild.sh $ver$hint)"
 kver=$(cat "$obj/include/config/kernel.release")
 # The guest checks it booted the kernel we built: for a named version that is VER,
 # for a user's tree (KDIR) the major.minor of its release.
@@ -45,7 +58,7 @@ expect_ver=$ver
 [ "$ver" = kdir ] && expect_ver=$(echo "$kver" | cut -d. -f1-2)
 
 # Userspace programs are built against the kernel's own UAPI headers.
-hdr=$work/headers
+hdr=$work/headers-$flavour
 if [ ! -f "$hdr/.stamp" ] || [ "$obj/.config" -nt "$hdr/.stamp" ]; then
 	aik_kmake_env
 	make -s -C "$work/src" O="$obj" "${AIK_KMAKE_ARGS[@]}" INSTALL_HDR_PATH="$hdr" headers_install >&2
@@ -54,13 +67,14 @@ fi
 
 root=$work/initramfs
 rm -rf "$root"
-mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,tests,demo,bench}
+mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,tests,demo,bench,lib/modules}
 busybox=$(command -v busybox || true)
 [ -n "$busybox" ] && file -L "$busybox" | grep -q 'statically linked' ||
 	busybox=/bin/busybox
 [ -x "$busybox" ] || die "busybox (static) not found: install busybox-static (make setup)"
 cp "$busybox" "$root/bin/busybox"
-for a in sh mount umount cat echo sed grep sleep ls reboot uname head tail wc tr cut dmesg find; do
+for a in sh mount umount cat echo sed grep sleep ls reboot uname head tail wc tr cut dmesg find \
+	insmod rmmod lsmod; do
 	ln -s busybox "$root/bin/$a"
 done
 cp "$AIK_ROOT/tools/testing/aikrs/initramfs/init" "$root/init"
@@ -92,18 +106,42 @@ while IFS= read -r s; do
 done < <(find "$AIK_ROOT/tools/testing" "$AIK_ROOT/drivers" "$AIK_ROOT/mm" -name 'demo_*.sh' -o -name 'bench_*.sh' |
 	grep -v '/build/' | sort)
 
+# Our loadable modules: the test kernel has every one of them (=m), the
+# production-like kernel none (built in).
+kos=()
+if [ $flavour = test ]; then
+	while read -r t; do
+		k=$(find "$obj/aikrs" -name "$(echo "$t" | tr A-Z a-z).ko" | head -n1)
+		[ -n "$k" ] || die "the test kernel has no module for CONFIG_$t (rebuild: scripts/kbuild.sh $ver)"
+		kos+=("$k")
+	done < <(aik_tristates)
+	cp "${kos[@]}" "$root/lib/modules/"
+fi
+
 initrd=$work/initramfs.cpio.gz
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$initrd"
 
-log=$work/guest-$mode.log
-out=$work/guest-$mode.out
+# One log per kind of run, so that a negative control does not overwrite the main
+# run's evidence.
+label=$(echo "$append" | tr -cs 'A-Za-z0-9=_.' '_' | sed 's/^_//; s/_$//' | cut -c1-80)
+sfx=""
+[ $flavour = prod ] && sfx=-prod
+log=$work/guest-$mode${label:+-$label}$sfx.log
+out=${log%.log}.out
 rm -f "$out"
-cmdline="console=ttyS0 panic=-1 oops=panic kunit.enable=0 aikrs.mode=$mode"
+# With modules, their KUnit suites run at load (the built-in ones ran under kunit.py).
+kunit="kunit.enable=0"
+[ "$mode" = test ] && [ ${#kos[@]} -gt 0 ] && kunit="kunit.enable=1 kunit.filter_glob=aikrs_*"
+# kasan_multi_shot: one KASAN report must not hide the next. printk.devkmsg=on: the
+# init copies kmemleak's reports into the kernel log line by line.
+cmdline="console=ttyS0 printk.time=1 panic=-1 oops=panic $kunit kasan_multi_shot printk.devkmsg=on aikrs.mode=$mode"
 cmdline+=" aikrs.expect_version=$expect_ver aikrs.expect_cpus=$smp $append"
-step "booting Linux $kver in QEMU (TCG, $smp vCPUs, mode=$mode, timeout ${timeout}s; log: $log)"
+# -cpu max without LA57: see tools/testing/kunit/qemu_configs/x86_64_tcg.py (a KASAN
+# kernel with 5-level paging reports a false wild-memory-access in early boot).
+step "booting Linux $kver ($flavour kernel) in QEMU (TCG, $smp vCPUs, mode=$mode, timeout ${timeout}s; log: $log)"
 set +e
 timeout --foreground -k 10 "$timeout" qemu-system-x86_64 -nodefaults -nographic -no-reboot \
-	-accel tcg -cpu max -smp "$smp" -m 2048 -bios qboot.rom \
+	-accel tcg -cpu max,la57=off -smp "$smp" -m 2048 -bios qboot.rom \
 	-serial stdio -serial "file:$out" -kernel "$kimg" -initrd "$initrd" -append "$cmdline" </dev/null >"$log" 2>&1
 qrc=$?
 set -e
@@ -115,8 +153,37 @@ problems=()
 [ $qrc = 124 ] || [ $qrc = 137 ] && problems+=("guest hung: killed after ${timeout}s")
 [ $qrc != 0 ] && [ $qrc != 124 ] && [ $qrc != 137 ] && problems+=("QEMU exited with status $qrc")
 grep -q '^AIKRS-GUEST: done' "$out" || problems+=("guest did not reach its end")
-kernel_problem=$(grep -m1 -E 'Kernel panic|BUG:|Oops|WARNING:|Call Trace:|UBSAN:|KASAN:|kmemleak' "$log" || true)
-[ -n "$kernel_problem" ] && problems+=("kernel reported: $kernel_problem")
+# Every report of the kernel's bug detectors, whoever's stack (scripts/kreport.sh), on
+# the console and in the kernel log the init copies to its output before it powers
+# off (the console may not have printed the last messages).
+sed -n 's/^dmesg: //p' "$out" >"$log.dmesg"
+set +e
+reports=$("$AIK_ROOT/scripts/kreport.sh" --flat "$log")
+krc=$?
+set -e
+if [ $krc = 0 ] && [ -s "$log.dmesg" ]; then
+	set +e
+	reports=$("$AIK_ROOT/scripts/kreport.sh" --flat "$log.dmesg")
+	krc=$?
+	set -e
+fi
+nrep=$(tail -n1 <<<"$reports" | grep -oE '^[0-9]+ reports$' | cut -d' ' -f1 || true)
+if [ $krc -gt 1 ] || [ -z "$nrep" ]; then
+	problems+=("the kernel log could not be scanned for detector reports")
+elif [ "$nrep" != 0 ]; then
+	head -n 40 <<<"$reports" | cut -c1-400 >&2
+	while read -r h; do problems+=("kernel reported: $h"); done < <(grep '^--- report' <<<"$reports" |
+		sed -E 's/^--- report [0-9]+ \([^)]*\): //; s/ \| .*//' | head -n 5)
+fi
+# The debug kernel's detectors must still be on at the end (lockdep turns itself off
+# after its first report or a taint; kmemleak after an internal error).
+if grep -q '^AIKRS-GUEST: done' "$out"; then
+	det=$(grep -m1 '^AIKRS-DETECTORS:' "$out" || true)
+	grep -q '^CONFIG_PROVE_LOCKING=y' "$obj/.config" && ! grep -q 'lockdep=on' <<<"$det" &&
+		problems+=("lockdep is not on at the end of the run ($det)")
+	grep -q '^CONFIG_DEBUG_KMEMLEAK=y' "$obj/.config" && ! grep -q 'kmemleak=on' <<<"$det" &&
+		problems+=("kmemleak is not on at the end of the run ($det)")
+fi
 
 if [ "$mode" != test ]; then
 	sed -n '/^AIKRS-GUEST: begin/,/^AIKRS-GUEST: done/p' "$out"
@@ -136,13 +203,28 @@ else
 fi
 
 for p in "${problems[@]}"; do note "guest $ver: $p"; done
-if [ $expect_fail = 1 ]; then
-	if [ ${#problems[@]} -gt 0 ] || [ "$fail" -gt 0 ]; then
-		echo "guest $ver negative control ($append): failure detected as expected"
+if [ -n "$expect_report" ]; then
+	if grep -qE -- "$expect_report" <<<"$reports"; then
+		echo "guest $ver negative control ($append): the detector reported it: $(grep -m1 -E -- "$expect_report" <<<"$reports" | cut -c1-200)"
 		exit 0
 	fi
-	echo "guest $ver negative control ($append): NOT detected"
+	echo "guest $ver negative control ($append): NO report matching $expect_report"
 	exit 1
+fi
+if [ $expect_fail = 1 ]; then
+	if [ ${#problems[@]} = 0 ] && [ "$fail" = 0 ]; then
+		echo "guest $ver negative control ($append): NOT detected (the run passed)"
+		exit 1
+	fi
+	evidence=$(printf '%s\n' "${problems[@]}"; cat "$out")
+	for why in "${expect_why[@]}"; do
+		if ! grep -qE -- "$why" <<<"$evidence"; then
+			echo "guest $ver negative control ($append): the run failed, but not as expected: nothing matches $why"
+			exit 1
+		fi
+	done
+	echo "guest $ver negative control ($append): failure detected as expected ($(printf '%s; ' "${expect_why[@]}"))"
+	exit 0
 fi
 [ ${#problems[@]} = 0 ] || fail=$((fail + 1))
 echo "guest $ver: $pass passed, $fail failed, $skip skipped"

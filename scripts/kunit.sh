@@ -4,17 +4,22 @@
 # Run the KUnit suites of the built test kernel of VER under QEMU (TCG) with
 # kunit.py, and print "kunit VER: N passed, N failed, N skipped".
 #
-# Usage: scripts/kunit.sh VER [--filter GLOB] [--attr FILTER] [--append ARGS] [--timeout S] [--expect-fail NAME]
+# Usage: scripts/kunit.sh VER [--filter GLOB] [--attr FILTER] [--append ARGS] [--timeout S]
+#                          [--expect-fail NAME] [--expect-report REGEX]
 #   --attr FILTER   a KUnit attribute filter (kunit.py --filter), e.g. module!=drm_sched_tests
 #   --expect-fail NAME   negative control: succeed only if kunit.py fails and
 #                        reports the failing case NAME.
-# Exit status is non-zero on any failed or crashed case, a parse error, or a hang.
+#   --expect-report REGEX  negative control: succeed only if the kernel log holds a
+#                        detector report (scripts/kreport.sh --flat: one line per
+#                        report, its lines joined by " | ") matching REGEX.
+# Exit status is non-zero on any failed or crashed case, a parse error, a hang, or
+# any report of the kernel's bug detectors in the kernel log (scripts/kreport.sh).
 
 . "$(dirname "$0")/lib.sh"
 
 ver=${1:?usage: scripts/kunit.sh VER [--filter GLOB] [--append ARGS]}
 shift
-filter="" attr=() append=() timeout=1200 expect=""
+filter="" attr=() append=() timeout=1200 expect="" expect_report=""
 while [ $# -gt 0 ]; do
 	case $1 in
 	--filter) filter=$2; shift ;;
@@ -22,6 +27,7 @@ while [ $# -gt 0 ]; do
 	--append) append+=(--kernel_args "$2"); shift ;;
 	--timeout) timeout=$2; shift ;;
 	--expect-fail) expect=$2; shift ;;
+	--expect-report) expect_report=$2; shift ;;
 	*) die "unknown option $1" ;;
 	esac
 	shift
@@ -30,8 +36,9 @@ done
 work=$AIK_BUILD/linux-$ver
 obj=$work/obj
 [ -f "$obj/arch/x86/boot/bzImage" ] || die "no kernel in $obj (build it first: scripts/kbuild.sh $ver)"
-log=$work/kunit${expect:+-negative}.log
+log=$work/kunit${expect:+-negative}${expect_report:+-planted}.log
 step "KUnit on Linux $ver${filter:+ ($filter)} (log: $log)"
+rm -f "$obj/test.log"
 set +e
 (cd "$work/src" && PATH="$AIK_ROOT/tools/testing/kunit/bin:$PATH" timeout -k 10 $((timeout + 60)) python3 tools/testing/kunit/kunit.py exec \
 	--build_dir="$obj" --qemu_config="$AIK_ROOT/tools/testing/kunit/qemu_configs/x86_64_tcg.py" \
@@ -54,6 +61,33 @@ if [ -n "$expect" ]; then
 	exit 1
 fi
 
+# Reports of the kernel's bug detectors anywhere in the kernel log (kunit.py keeps
+# the raw log in $obj/test.log): each fails the run, whoever's stack it names.
+klog=$work/kunit${expect_report:+-planted}-kernel.log
+if [ -f "$obj/test.log" ]; then cp "$obj/test.log" "$klog"; else : >"$klog"; fi
+set +e
+reports=$("$AIK_ROOT/scripts/kreport.sh" --flat "$klog")
+krc=$?
+set -e
+nrep=$(tail -n1 <<<"$reports" | grep -oE '^[0-9]+ reports$' | cut -d' ' -f1 || true)
+if [ $krc -gt 1 ] || [ -z "$nrep" ]; then
+	note "could not scan the kernel log $klog for detector reports"
+	nrep=1
+fi
+[ -s "$klog" ] || { note "kunit.py left no kernel log"; nrep=$((nrep + 1)); }
+
+if [ -n "$expect_report" ]; then
+	if grep -qE -- "$expect_report" <<<"$reports"; then
+		grep -m1 -E -- "$expect_report" <<<"$reports" | cut -c1-240 | sed 's/^/    /' >&2
+		echo "kunit $ver negative control (${append[*]}): the detector reported it ($expect_report), as it must"
+		exit 0
+	fi
+	head -n 30 <<<"$reports" >&2
+	tail -n 20 "$log" >&2
+	echo "kunit $ver negative control (${append[*]}): NO report matching $expect_report"
+	exit 1
+fi
+
 if [ -z "$summary" ]; then
 	tail -n 40 "$log" >&2
 	note "kunit.py printed no summary (exit $rc): crash, hang or parse error"
@@ -64,22 +98,10 @@ elif [ $rc != 0 ] && [ $fail = 0 ]; then
 	fail=1
 fi
 grep -aE '\[(FAILED|CRASHED)\]' "$log" | sed 's/^/    /' >&2 || true
-# A WARN, BUG or oops whose report names our code fails the run even if every case
-# passed (the kernel's own suites may warn on purpose, so only reports that mention
-# aikrs count). kunit.py leaves the raw kernel log in $obj/test.log.
-# Prints the reports that mention aikrs; the last line is their count.
-our_reports() {
-	awk '/WARNING:|BUG:|Oops:|general protection fault/ { blk = 1; txt = "" }
-	blk { txt = txt $0 "\n" }
-	blk && /---\[ end trace|^$/ { if (txt ~ /aikrs/) { n++; printf "%s", txt } blk = 0 }
-	END { if (blk && txt ~ /aikrs/) { n++; printf "%s", txt } print n + 0 }' "$1"
-}
-reports=$(our_reports "$obj/test.log" 2>/dev/null || echo 0)
-ours_warn=$(echo "$reports" | tail -n1)
-if [ "${ours_warn:-0}" != 0 ]; then
-	echo "$reports" | head -n 40 >&2
-	note "the kernel reported $ours_warn WARN/BUG/oops in our code (see $obj/test.log)"
-	fail=$((fail + ours_warn))
+if [ "${nrep:-0}" != 0 ]; then
+	head -n 60 <<<"$reports" | cut -c1-400 >&2
+	note "the kernel's bug detectors reported $nrep problem(s) (kernel log: $klog)"
+	fail=$((fail + nrep))
 fi
 echo "kunit $ver: $pass passed, $fail failed, $skip skipped"
 [ $fail = 0 ]

@@ -72,3 +72,20 @@ aik_kmake_env() {
 
 # Pristine source tree of a kernel version (extracted by setup.sh, never modified).
 aik_pristine() { echo "$AIK_CACHE/src/linux-$1"; }
+
+# Object directory of a kernel: "test" (bug detectors, our modules =m; make test)
+# or "prod" (production-like, modules built in; make bench, make run).
+aik_obj() {
+	case ${2:-test} in
+	test) echo "$AIK_BUILD/linux-$1/obj" ;;
+	prod) echo "$AIK_BUILD/linux-$1/obj-prod" ;;
+	*) die "unknown kernel flavour $2" ;;
+	esac
+}
+
+# Our tristate options (the leaf modules), from our Kconfig files; the module of
+# CONFIG_AIKRS_FOO is aikrs_foo.ko.
+aik_tristates() {
+	(cd "$AIK_ROOT" && find . -name Kconfig -not -path './build/*' -print0 |
+		xargs -0 awk '/^config /{c=$2} /^[ \t]*tristate/{print c}' | sort -u)
+}

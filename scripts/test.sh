@@ -2,10 +2,14 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # The test command (make test): set-up if needed, host cargo tests, then per kernel
-# (6.12 and 7.3): build the test kernel once, KUnit under QEMU, the guest userspace
-# tests, negative controls proving that a failing Rust KUnit case, a guest panic
-# and a guest hang each fail a run, and our modules built as =m, loaded and
-# unloaded (scripts/modbuild.sh). Ends with "N passed, N failed, N skipped".
+# (6.12 and 7.3): build the debug test kernel once (KASAN, lockdep, kmemleak, ...;
+# our modules =m), KUnit under QEMU for the built-in suites, the guest run (modules
+# loaded with their KUnit suites, userspace tests, unload/reload, kmemleak), and
+# negative controls proving that a failing Rust KUnit case, a planted bug of each
+# detector class (use-after-free, lock inversion, sleep in atomic context, a leak in
+# a module's teardown), a guest panic, a guest hang and a TLB revoke without its
+# flush each fail a run. Any report of a bug detector fails it.
+# Ends with "N passed, N failed, N skipped".
 
 . "$(dirname "$0")/lib.sh"
 
@@ -67,24 +71,47 @@ counted host cargo_summary
 vers=$AIK_KVERS
 [ -n "${KDIR:-}" ] && vers=kdir
 for v in $vers; do
+	# One kernel per version: the debug test kernel (bug detectors on, our modules =m).
 	if ! "$AIK_ROOT/scripts/kbuild.sh" "$v" >/dev/null; then
 		note "Linux $v: the test kernel did not build; its tests cannot run"
 		add "$v" 0 1 0
 		continue
 	fi
+	# The built-in suites (the kernel's Rust doctests, drm_sched's suites on Linux 7,
+	# aikrs_support) at boot, under kunit.py.
 	counted "$v" "$AIK_ROOT/scripts/kunit.sh" "$v"
+	# Our modules: loaded (their KUnit suites run), the guest userspace tests, unloaded,
+	# reloaded, unloaded, kmemleak scans in between.
+	counted "$v" "$AIK_ROOT/scripts/guest.sh" "$v" --mode test --smp 4
+
+	# Negative controls: each must fail its run, for the reason it names.
+	# A failing Rust KUnit case.
 	single "$v" "$AIK_ROOT/scripts/kunit.sh" "$v" --filter 'aikrs_support_negative' \
 		--append aikrs.kunit_negative_control --timeout 300 --expect-fail deliberate_failure
-	counted "$v" "$AIK_ROOT/scripts/guest.sh" "$v" --mode test --smp 4
+	# A planted bug of each class the detectors cover must be reported by its detector,
+	# in a report that names the planted code (kreport.sh --flat: one line a report).
+	planted() { # planted CLASS REPORT-REGEX
+		single "$v" "$AIK_ROOT/scripts/kunit.sh" "$v" --filter 'aikrs_support_negative' \
+			--append "aikrs.planted_bug=$1" --timeout 300 --expect-report "$2"
+	}
+	planted use_after_free 'BUG: KASAN: slab-use-after-free in [^ ]*planted_use_after_free'
+	planted lock_inversion 'WARNING: possible circular locking dependency detected.*aikrs_planted_(a|b)'
+	planted sleep_in_atomic 'BUG: sleeping function called from invalid context.*planted_sleep_in_atomic'
+	# A leak in a module's teardown (aikrs_iova), found by the scan after its rmmod.
+	single "$v" "$AIK_ROOT/scripts/guest.sh" "$v" --mode test --smp 2 --timeout 600 \
+		--append "aikrs.planted_bug=module_leak aikrs.modules=aikrs_iova aikrs.only=no_test_matches kunit.enable=0" \
+		--expect-report 'unreferenced object 0x[0-9a-f]+ \(size 128\).*aikrs_iova'
+	# The runner itself: a guest panic and a guest hang.
 	single "$v" "$AIK_ROOT/scripts/guest.sh" "$v" --mode test --smp 2 --timeout 300 \
-		--append aikrs.guest_selftest=panic --expect-fail
-	single "$v" "$AIK_ROOT/scripts/guest.sh" "$v" --mode test --smp 2 --timeout 60 \
-		--append aikrs.guest_selftest=hang --expect-fail
+		--append "aikrs.guest_selftest=panic kunit.enable=0" \
+		--expect-fail 'negative control: init exits' --expect-fail 'Kernel panic.*Attempted to kill init'
+	single "$v" "$AIK_ROOT/scripts/guest.sh" "$v" --mode test --smp 2 --timeout 90 \
+		--append "aikrs.guest_selftest=hang kunit.enable=0" \
+		--expect-fail 'negative control: hanging' --expect-fail 'guest hung: killed after'
 	# The TLB guest test must catch a revoke that skips its flush.
-	single "$v" "$AIK_ROOT/scripts/guest.sh" "$v" --mode test --smp 4 --timeout 300 \
-		--append "aikrs.only=tlb_test aikrs.tlb_negative_control" --expect-fail
-	# Our modules as =m: built, loaded (their KUnit suites run), unloaded.
-	single "$v" "$AIK_ROOT/scripts/modbuild.sh" "$v"
+	single "$v" "$AIK_ROOT/scripts/guest.sh" "$v" --mode test --smp 4 --timeout 600 \
+		--append "aikrs.only=tlb_test aikrs.modules=aikrs_tlb aikrs.tlb_negative_control kunit.enable=0" \
+		--expect-fail '^not ok [0-9]+ tlb_test'
 done
 
 echo
