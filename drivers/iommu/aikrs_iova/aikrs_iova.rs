@@ -28,6 +28,7 @@ mod domain;
 #[cfg(CONFIG_AIKRS_IOVA_KUNIT_TEST)]
 mod tests;
 
+use core::mem::ManuallyDrop;
 use kernel::prelude::*;
 
 module! {
@@ -44,29 +45,36 @@ struct AikrsIova {
 }
 
 /// Negative control of the test command (`scripts/test.sh`): with
-/// `aikrs.planted_bug=module_leak` on the command line the module allocates a buffer at
-/// load and its teardown forgets to free it, a leak that kmemleak must report after
+/// `aikrs.planted_bug=module_leak` on the command line the module allocates buffers at
+/// load and its teardown forgets to free them, a leak that kmemleak must report after
 /// `rmmod`. Without the switch it holds nothing.
-struct PlantedLeak(Option<KBox<[u8; 128]>>);
+///
+/// Sixteen buffers whose pointers live only in a holder that the teardown frees (without
+/// reading them: `ManuallyDrop`), so nothing kmemleak scans still points to them, but for
+/// stale copies a kernel stack may keep of the last one or two: on Linux 7.3 a single
+/// buffer whose pointer stayed in the module's data went unreported.
+type Planted = [ManuallyDrop<Option<KBox<[u8; 128]>>>; PlantedLeak::N];
+struct PlantedLeak(Option<KBox<Planted>>);
 
 impl PlantedLeak {
+    const N: usize = 16;
+
     fn new() -> Result<Self> {
         if !kernel::aikrs::compat::cmdline_is("aikrs.planted_bug", "module_leak") {
             return Ok(Self(None));
         }
         pr_info!("planting a leak in the module's teardown on purpose (aikrs.planted_bug)\n");
-        Ok(Self(Some(KBox::new([0x6b; 128], GFP_KERNEL)?)))
+        let mut bufs = KBox::new([const { ManuallyDrop::new(None) }; Self::N], GFP_KERNEL)?;
+        for b in bufs.iter_mut() {
+            // (Should one allocation fail, the earlier ones leak: this is the planted
+            // bug's own code, run only with its switch.)
+            **b = Some(KBox::new([0x6b; 128], GFP_KERNEL)?);
+        }
+        Ok(Self(Some(bufs)))
     }
 }
 
-impl Drop for PlantedLeak {
-    fn drop(&mut self) {
-        // The planted bug: the buffer is never freed.
-        if let Some(b) = self.0.take() {
-            core::mem::forget(b);
-        }
-    }
-}
+// The planted bug: dropping a `PlantedLeak` frees the holder, never the buffers.
 
 impl kernel::Module for AikrsIova {
     fn init(_module: &'static ThisModule) -> Result<Self> {
