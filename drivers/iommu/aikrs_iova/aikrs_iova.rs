@@ -54,14 +54,16 @@ struct AikrsIova {
 /// stale copies a kernel stack may keep of the last one or two: on Linux 7.3 a single
 /// buffer whose pointer stayed in the module's data went unreported.
 type Planted = [ManuallyDrop<Option<KBox<[u8; 128]>>>; PlantedLeak::N];
-struct PlantedLeak(Option<KBox<Planted>>);
+struct PlantedLeak {
+    _holder: Option<KBox<Planted>>,
+}
 
 impl PlantedLeak {
     const N: usize = 16;
 
     fn new() -> Result<Self> {
         if !kernel::aikrs::compat::cmdline_is("aikrs.planted_bug", "module_leak") {
-            return Ok(Self(None));
+            return Ok(Self { _holder: None });
         }
         pr_info!("planting a leak in the module's teardown on purpose (aikrs.planted_bug)\n");
         let mut bufs = KBox::new([const { ManuallyDrop::new(None) }; Self::N], GFP_KERNEL)?;
@@ -70,7 +72,9 @@ impl PlantedLeak {
             // bug's own code, run only with its switch.)
             **b = Some(KBox::new([0x6b; 128], GFP_KERNEL)?);
         }
-        Ok(Self(Some(bufs)))
+        Ok(Self {
+            _holder: Some(bufs),
+        })
     }
 }
 
