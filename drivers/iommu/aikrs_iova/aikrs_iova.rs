@@ -28,7 +28,6 @@ mod domain;
 #[cfg(CONFIG_AIKRS_IOVA_KUNIT_TEST)]
 mod tests;
 
-use core::mem::ManuallyDrop;
 use kernel::prelude::*;
 
 module! {
@@ -46,39 +45,57 @@ struct AikrsIova {
 
 /// Negative control of the test command (`scripts/test.sh`): with
 /// `aikrs.planted_bug=module_leak` on the command line the module allocates buffers at
-/// load and its teardown forgets to free them, a leak that kmemleak must report after
-/// `rmmod`. Without the switch it holds nothing.
+/// load and its teardown forgets them, a leak that kmemleak must report after `rmmod`.
+/// Without the switch it holds nothing.
 ///
-/// Sixteen buffers whose pointers live only in a holder that the teardown frees (without
-/// reading them: `ManuallyDrop`), so nothing kmemleak scans still points to them, but for
-/// stale copies a kernel stack may keep of the last one or two: on Linux 7.3 a single
-/// buffer whose pointer stayed in the module's data went unreported.
-type Planted = [ManuallyDrop<Option<KBox<[u8; 128]>>>; PlantedLeak::N];
+/// Sixteen buffers, each starting with the text [`PlantedLeak::MARK`] (the report's hex
+/// dump shows it, so the host can tell this leak from any other); their pointers live
+/// only in a holder. The teardown clears the holder's pointers without freeing the
+/// buffers, then frees the holder: no memory kmemleak scans keeps a copy, but for the
+/// one or two a dead kernel stack may hold. (An earlier version freed the holder with
+/// the pointers still in it: on Linux 7.3 that freed memory went back into use with the
+/// stale pointers and kmemleak saw most buffers as referenced.)
+type PlantedBufs = [Option<KBox<[u8; 128]>>; PlantedLeak::N];
 struct PlantedLeak {
-    _holder: Option<KBox<Planted>>,
+    holder: Option<KBox<PlantedBufs>>,
 }
 
 impl PlantedLeak {
     const N: usize = 16;
+    const MARK: &'static [u8; 16] = b"aikrs_iova-leak!";
 
     fn new() -> Result<Self> {
         if !kernel::aikrs::compat::cmdline_is("aikrs.planted_bug", "module_leak") {
-            return Ok(Self { _holder: None });
+            return Ok(Self { holder: None });
         }
         pr_info!("planting a leak in the module's teardown on purpose (aikrs.planted_bug)\n");
-        let mut bufs = KBox::new([const { ManuallyDrop::new(None) }; Self::N], GFP_KERNEL)?;
-        for b in bufs.iter_mut() {
-            // (Should one allocation fail, the earlier ones leak: this is the planted
-            // bug's own code, run only with its switch.)
-            **b = Some(KBox::new([0x6b; 128], GFP_KERNEL)?);
+        let mut buf = [0u8; 128];
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = Self::MARK[i % Self::MARK.len()];
+        }
+        let mut holder = KBox::new([const { None }; Self::N], GFP_KERNEL)?;
+        for b in holder.iter_mut() {
+            // (Should one allocation fail, the earlier ones are freed with the holder:
+            // `Drop` below only runs for a constructed `PlantedLeak`.)
+            *b = Some(KBox::new(buf, GFP_KERNEL)?);
         }
         Ok(Self {
-            _holder: Some(bufs),
+            holder: Some(holder),
         })
     }
 }
 
-// The planted bug: dropping a `PlantedLeak` frees the holder, never the buffers.
+// The planted bug: the teardown forgets the buffers (drops the last pointer to each
+// without freeing it), then frees the holder.
+impl Drop for PlantedLeak {
+    fn drop(&mut self) {
+        if let Some(holder) = self.holder.as_mut() {
+            for b in holder.iter_mut() {
+                core::mem::forget(b.take());
+            }
+        }
+    }
+}
 
 impl kernel::Module for AikrsIova {
     fn init(_module: &'static ThisModule) -> Result<Self> {
