@@ -32,14 +32,37 @@
 //! - `HMM_DMIRROR_EXCLUSIVE` / `CHECK_EXCLUSIVE`: device-exclusive entries for device
 //!   atomics (`make_device_exclusive`), mapped with atomic permission until a CPU
 //!   access revokes them.
+//!
+//! # Locking
+//!
+//! Locks nest in this order (each is only taken while holding none after it):
+//!
+//! 1. the `mmap_lock` of a mirrored process (for reading: migrations, `range_fault`'s
+//!    walks, `make_device_exclusive`), and the page locks of the pages a migration
+//!    holds;
+//! 2. `DevMem::chunks` (mutex): the ranges of device memory. Taken by an allocation that
+//!    finds no free page (in a migration's copy step, so under 1) and by
+//!    `Dev::release_chunks`, which holds it only to take the ranges out and to put back
+//!    those it cannot remove yet;
+//! 3. `DevMem::free` (spinlock): the free lists, every range's `Chunk::removing`, and
+//!    the counting of a page taken off a free list in its range's `Chunk::inflight`.
+//!    Taken by `page_free`, which runs wherever the last reference to a device page goes
+//!    (it cannot sleep), so nothing sleeps or allocates under it.
+//!
+//! `DevMem::evict` (module exit only) is taken before `chunks`. A mirror's lock (one per
+//! open file, in [`Mirror`]) is taken by the invalidate callback (under the `mmap_lock`
+//! and page locks of whoever invalidates) and around every read or change of the device
+//! table; neither `chunks` nor `free` is ever taken under it, nor it under them.
 
 use crate::pt::{self, Perm};
 use crate::table::{DeviceTable, NodePool};
 use core::ffi::c_void;
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use kernel::{
     aikrs::{
         compat::user_slice,
+        cpu,
         debugfs::Counters,
         devmem::{
             self, DevFault, DevicePrivate, DevmemOps, MigratePfn, Select, HUGE_ORDER, HUGE_PAGES,
@@ -149,8 +172,12 @@ pub(crate) struct Dev {
 /// The size of one range of device-private memory (added as needed).
 const CHUNK_SIZE: u64 = 256 << 20;
 const CHUNK_PAGES: usize = (CHUNK_SIZE >> 12) as usize;
-/// At most this many ranges (4 GiB of device memory) per device.
+/// At most this many ranges (4 GiB of device memory) per device, counting those that a
+/// release could not remove yet.
 const MAX_CHUNKS: usize = 16;
+/// Eviction rounds of `HMM_DMIRROR_RELEASE` (10 ms apart) before it gives up on pages
+/// still in use (`EBUSY`).
+const RELEASE_ROUNDS: u32 = 100;
 /// Pages per migration round: one 2 MiB-aligned block, so that a 2 MiB folio (a THP,
 /// or one of device memory) is collected whole. (The C driver used 64 before Linux 7.)
 const MIGRATE_CHUNK: usize = HUGE_PAGES;
@@ -167,23 +194,39 @@ const HUGE_SIZE: usize = HUGE_PAGES * PAGE_SIZE;
 /// free block never has a live page inside it (`migrate_device_range` skips the
 /// whole block of a free large folio).
 ///
-/// Lock order: `chunks`, then `free`. `free` is taken in `page_free` (which cannot
-/// sleep), so nothing allocates under it.
+/// Only pages of ranges in `chunks` that are not being removed are ever on a free list
+/// (see `Dev::release_chunks`). Lock order: `chunks`, then `free` (see the module
+/// documentation).
 #[pin_data]
 struct DevMem {
     #[pin]
-    chunks: Mutex<KVec<Pin<KBox<DevicePrivate<Chunk>>>>>,
+    chunks: Mutex<Ranges>,
     #[pin]
     free: SpinLock<FreeLists>,
-    /// Pages handed out and freed (a 2 MiB folio counts 512).
-    allocated: AtomicU64,
-    freed: AtomicU64,
-    /// Allocations between popping a page and initialising it.
-    inflight: AtomicUsize,
     /// The source and destination arrays of eviction rounds, made once (eviction
     /// runs on module exit, where failing to allocate is no option).
     #[pin]
     evict: Mutex<KVec<MigratePfn>>,
+}
+
+/// One range of device memory.
+type DevRange = Pin<KBox<DevicePrivate<Chunk>>>;
+
+/// The ranges of device memory of a [`Dev`].
+struct Ranges {
+    /// The ranges: in use, or (`Chunk::removing`) left by a release that could not remove
+    /// them yet, for the next one. `None`: a free slot.
+    slots: [Option<DevRange>; MAX_CHUNKS],
+    /// Ranges that releases in progress have taken out of `slots`. They may put some
+    /// back, so new ranges are only added while `slots` has room for all of them.
+    releasing: usize,
+}
+
+impl Ranges {
+    /// The ranges in `slots`.
+    fn count(&self) -> usize {
+        self.slots.iter().filter(|r| r.is_some()).count()
+    }
 }
 
 /// A stack of free device pages that never allocates: `pfns.len()` is its capacity.
@@ -232,8 +275,34 @@ impl FreeLists {
 /// The data of one range of device memory.
 struct Chunk {
     dev: &'static Dev,
-    /// Set while the range is being removed: its freed pages are not reused.
+    /// Set while the range is being removed: its freed pages are not reused. Written and
+    /// read under `DevMem::free` only (it needs no ordering of its own).
     removing: AtomicBool,
+    /// Pages of the range taken off a free list (counted under `DevMem::free`, with the
+    /// pop) or fresh from `Dev::add_chunk` (counted under `DevMem::chunks`) and not
+    /// initialised yet: the range must stay mapped until they are.
+    inflight: AtomicUsize,
+    /// Pages of the range handed out and not freed yet (a 2 MiB folio counts 512).
+    live: AtomicU64,
+}
+
+impl Chunk {
+    fn new(dev: &'static Dev) -> Self {
+        Self {
+            dev,
+            removing: AtomicBool::new(false),
+            inflight: AtomicUsize::new(0),
+            live: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether no page of the range is in use or on its way out of a free list: once
+    /// the range is `removing` (nothing puts its pages on a free list any more), this
+    /// stays true, and unmapping the range (`memunmap_pages`) waits only for the end of
+    /// the `page_free` calls that are running.
+    fn idle(&self) -> bool {
+        self.inflight.load(Ordering::Acquire) == 0 && self.live.load(Ordering::Acquire) == 0
+    }
 }
 
 impl DevmemOps for Chunk {
@@ -292,19 +361,29 @@ impl DevmemOps for Chunk {
                 unsafe { devmem::free_page(backing as u64 + i) };
             }
         }
-        self.dev.mem.freed.fetch_add(n, Ordering::Relaxed);
         // Only whole 2 MiB folios and base pages are reused. (The kernel splits device
         // folios to base pages only. The pages of a folio of another order would keep
         // its compound metadata while free, and `migrate_device_range` would then
         // skip live pages handed out from among them: such pages are retired.)
-        if !self.removing.load(Ordering::Relaxed) && (order == 0 || order == HUGE_ORDER) {
+        if order == 0 || order == HUGE_ORDER {
             let mut free = self.dev.mem.free.lock();
-            if order == HUGE_ORDER {
-                free.huge.push(pfn);
-            } else {
-                free.small.push(pfn);
+            // Read under `free`, which `Dev::release_chunks` holds while it sets
+            // `removing` and empties the free lists: either the page goes on a list
+            // before the release empties it, or the release came first and the page is
+            // not put back. (Read before taking the lock, a page freed during a release
+            // could return to the list after it was emptied, of a range the release then
+            // unmaps: the next allocation would hand out a freed `struct page`.)
+            if !self.removing.load(Ordering::Relaxed) {
+                if order == HUGE_ORDER {
+                    free.huge.push(pfn);
+                } else {
+                    free.small.push(pfn);
+                }
             }
         }
+        // The range may be removed once this is 0, but not unmapped before this call has
+        // returned (`memunmap_pages` waits for that).
+        self.live.fetch_sub(n, Ordering::Release);
     }
 
     /// The backing pages of a 2 MiB device folio are 512 contiguous pages: a folio
@@ -415,7 +494,10 @@ impl Dev {
             counters: Counters::new(name, None, ctr::NAMES)?,
             mem: KBox::pin_init(
                 pin_init!(DevMem {
-                    chunks <- new_mutex!(KVec::new()),
+                    chunks <- new_mutex!(Ranges {
+                        slots: core::array::from_fn(|_| None),
+                        releasing: 0,
+                    }),
                     free <- new_spinlock!(FreeLists {
                         small: FreeList {
                             pfns: KVVec::new(),
@@ -426,9 +508,6 @@ impl Dev {
                             len: 0,
                         },
                     }),
-                    allocated: AtomicU64::new(0),
-                    freed: AtomicU64::new(0),
-                    inflight: AtomicUsize::new(0),
                     evict <- new_mutex!(evict),
                 }),
                 GFP_KERNEL,
@@ -448,60 +527,76 @@ impl Dev {
     /// locked while it allocates the next, and [`Dev::release_chunks`] waits for pages
     /// without holding `chunks`.
     fn alloc_dev_page(&'static self, backing: u64, huge: bool) -> Option<u64> {
-        // Counted from the pop to the page's initialisation, so that a release that
-        // empties the free list can wait for pages on their way out of it.
-        self.mem.inflight.fetch_add(1, Ordering::Acquire);
-        let pfn = self.pop_or_grow(huge);
-        if let Some(pfn) = pfn {
-            let order = if huge { HUGE_ORDER } else { 0 };
-            // SAFETY: `pfn` (with `huge`, its 2 MiB block) was on a free list (or is
-            // fresh from `add_chunk`): free device-private pages of ours, handed out
-            // once (they have left the list).
-            unsafe { devmem::page_init(pfn, backing as usize, order) };
-            self.mem.allocated.fetch_add(1 << order, Ordering::Relaxed);
-        }
-        self.mem.inflight.fetch_sub(1, Ordering::Release);
-        pfn
+        let (pfn, chunk) = self.pop_or_grow(huge)?;
+        let order = if huge { HUGE_ORDER } else { 0 };
+        // SAFETY: `pfn` (with `huge`, its 2 MiB block) was on a free list (or is fresh
+        // from `add_chunk`): free device-private pages of ours, handed out once (they
+        // have left the list). Their range stays mapped: its `inflight` counts them.
+        unsafe { devmem::page_init(pfn, backing as usize, order) };
+        // SAFETY: The range lives while its `inflight` counts this page:
+        // `release_chunks` removes only ranges whose count is 0.
+        let chunk = unsafe { chunk.as_ref() };
+        chunk.live.fetch_add(1 << order, Ordering::Relaxed);
+        // The last use of `chunk`: from here on, the range may be removed once the page
+        // is freed (and evicted first if it is in use).
+        chunk.inflight.fetch_sub(1, Ordering::Release);
+        Some(pfn)
     }
 
-    fn pop_or_grow(&'static self, huge: bool) -> Option<u64> {
-        // The free list's guard is dropped at the end of each statement.
-        if let Some(pfn) = self.mem.free.lock().list(huge).pop() {
-            return Some(pfn);
+    /// A free page (`huge`: block) taken off the free lists, or the first of a range
+    /// added for it, and its range, whose `inflight` counts it: `alloc_dev_page` must
+    /// uncount it.
+    fn pop_or_grow(&'static self, huge: bool) -> Option<(u64, NonNull<Chunk>)> {
+        // The free list's guard is dropped at the end of the statement.
+        let popped = self.pop(&mut self.mem.free.lock(), huge);
+        if popped.is_some() {
+            return popped;
         }
-        let mut chunks = self.mem.chunks.lock();
+        let mut ranges = self.mem.chunks.lock();
         // Another thread may have added a range meanwhile.
-        let again = self.mem.free.lock().list(huge).pop();
+        let again = self.pop(&mut self.mem.free.lock(), huge);
         match again {
-            Some(pfn) => Some(pfn),
-            None => self.add_chunk(&mut chunks, huge).ok(),
+            Some(p) => Some(p),
+            None => self.add_chunk(&mut ranges, huge).ok(),
         }
+    }
+
+    /// Takes a page (`huge`: block) off a free list and counts it in its range's
+    /// `inflight`, under `free` (the caller's guard), so that a release that empties the
+    /// lists after this waits for the page to be initialised.
+    fn pop(&self, free: &mut FreeLists, huge: bool) -> Option<(u64, NonNull<Chunk>)> {
+        let pfn = free.list(huge).pop()?;
+        // SAFETY: `pfn` was on a free list, so it is a page of one of our ranges, mapped
+        // and not being removed: `add_chunk` puts a new range's pages on the lists with
+        // `chunks` held and the range then goes into `chunks`; a release empties the
+        // lists, under this lock, before it takes a range out of `chunks`, and no page of
+        // a range being removed goes back on them. The range stays mapped while its
+        // `inflight` counts the page.
+        let chunk = unsafe { DevicePrivate::<Chunk>::range_data(pfn, self.owner()) }?;
+        chunk.inflight.fetch_add(1, Ordering::Relaxed);
+        Some((pfn, NonNull::from(chunk)))
     }
 
     /// Adds a range of device memory, puts all its pages (`huge`: 2 MiB blocks) but
-    /// the first on the free list and returns that one.
-    fn add_chunk(
-        &'static self,
-        chunks: &mut KVec<Pin<KBox<DevicePrivate<Chunk>>>>,
-        huge: bool,
-    ) -> Result<u64> {
-        if chunks.len() >= MAX_CHUNKS {
+    /// the first on the free list and returns that one, counted in the new range's
+    /// `inflight`.
+    fn add_chunk(&'static self, ranges: &mut Ranges, huge: bool) -> Result<(u64, NonNull<Chunk>)> {
+        let used = ranges.count();
+        // Ranges being released count: the release may put them back.
+        if used + ranges.releasing >= MAX_CHUNKS {
             return Err(ENOMEM);
         }
+        let slot = ranges
+            .slots
+            .iter()
+            .position(|r| r.is_none())
+            .ok_or(ENOMEM)?;
         // Room on the free lists for every page and block of every range, made
         // outside the spinlock.
-        let total = (chunks.len() + 1) * CHUNK_PAGES;
+        let total = (used + 1) * CHUNK_PAGES;
         let small = KVVec::from_elem(0u64, total, GFP_KERNEL)?;
         let blocks = KVVec::from_elem(0u64, total / HUGE_PAGES, GFP_KERNEL)?;
-        chunks.reserve(1, GFP_KERNEL)?;
-        let chunk = DevicePrivate::new(
-            CHUNK_SIZE,
-            self.owner(),
-            Chunk {
-                dev: self,
-                removing: AtomicBool::new(false),
-            },
-        )?;
+        let chunk = DevicePrivate::new(CHUNK_SIZE, self.owner(), Chunk::new(self))?;
         let pfns = chunk.pfns();
         // Blocks must be 2 MiB aligned (ranges are section aligned, so they are; if
         // not, the range serves base pages only).
@@ -528,44 +623,135 @@ impl Dev {
             old
         };
         drop(old);
-        chunks.push(chunk, GFP_KERNEL)?;
+        let first = NonNull::from(chunk.data());
+        if !misaligned {
+            // Counted before the range is in `chunks`, where a release can find it.
+            chunk.data().inflight.fetch_add(1, Ordering::Relaxed);
+        }
+        ranges.slots[slot] = Some(chunk);
         if misaligned {
             return Err(ENOMEM);
         }
-        Ok(pfns.start)
+        Ok((pfns.start, first))
     }
 
     /// Moves every page of device memory back to system memory and removes the device
-    /// memory (`HMM_DMIRROR_RELEASE`, and module exit).
+    /// memory: `HMM_DMIRROR_RELEASE`, and module exit (`exiting`). `bufs`: the source and
+    /// destination arrays of eviction rounds, `2 * MIGRATE_CHUNK` entries.
     ///
-    /// The ranges are taken out of `chunks` first and `chunks` is released before the
-    /// eviction, so that a migration running meanwhile can finish (it may add a new
-    /// range). Pages it still held are evicted by a later round; after about a second
-    /// of rounds, unmapping the ranges waits for whatever is left (as the C driver
-    /// does).
-    fn release_chunks(&self) {
-        let old = {
-            let mut chunks = self.mem.chunks.lock();
-            let mut free = self.mem.free.lock();
-            for c in chunks.iter() {
-                c.data().removing.store(true, Ordering::Relaxed);
+    /// Under `chunks` and `free`, every range is marked `removing` and the free lists
+    /// are emptied; then the ranges are taken out of `chunks`, which is released before
+    /// the eviction, so that a migration running meanwhile can finish (it may add a new
+    /// range). A range is removed (unmapped) only once it is idle (`Chunk::idle`); the
+    /// others are put back, still `removing`, for the next release: their pages keep
+    /// working, and freed ones are not reused.
+    ///
+    /// Why each wait ends:
+    ///
+    /// 1. In-flight allocations (a range's `inflight`): after the lists were emptied no
+    ///    page of these ranges can be taken off a list any more, so only allocations
+    ///    that took one before are counted, and each uncounts it right after
+    ///    `page_init` (which waits for nothing that user space controls).
+    /// 2. Eviction rounds: pages in use are migrated to system memory, wherever they
+    ///    are mapped. A page is skipped while someone else holds it locked (a migration
+    ///    or CPU fault in progress, which ends) or, for a 2 MiB device folio, while no
+    ///    2 MiB system folio can be had: the rounds repeat, 10 ms apart, until every
+    ///    page is free, at most [`RELEASE_ROUNDS`] times (about a second) unless
+    ///    `exiting`. A page still in use then fails the release with `EBUSY`.
+    /// 3. Unmapping (`memunmap_pages`, when a range is dropped): it waits until every
+    ///    page of the range is free. Only idle ranges are dropped, so it waits only for
+    ///    `page_free` calls already running.
+    ///
+    /// Unless `exiting`, the waits of 1 and 2 end with `EINTR` when the task is killed,
+    /// leaving the ranges not yet idle in `chunks`. Exiting (no file is open, so no
+    /// allocation can start), the rounds go on until every page is free, as unmapping
+    /// would wait for that anyway; every range is removed. (Allocating a system page for
+    /// an eviction may wait for memory: `alloc_evict_page` cannot fail.)
+    fn release_chunks(&self, bufs: &mut [MigratePfn], exiting: bool) -> Result {
+        let mut old: [Option<DevRange>; MAX_CHUNKS] = core::array::from_fn(|_| None);
+        let n = {
+            let mut ranges = self.mem.chunks.lock();
+            {
+                let mut free = self.mem.free.lock();
+                for r in ranges.slots.iter().flatten() {
+                    r.data().removing.store(true, Ordering::Relaxed);
+                }
+                free.small.len = 0;
+                free.huge.len = 0;
             }
-            free.small.len = 0;
-            free.huge.len = 0;
-            core::mem::take(&mut *chunks)
+            let mut n = 0;
+            for (o, r) in old.iter_mut().zip(ranges.slots.iter_mut()) {
+                *o = r.take();
+                n += usize::from(o.is_some());
+            }
+            ranges.releasing += n;
+            n
         };
-        // Pages popped before the list was emptied are initialised (handed out) first.
-        while self.mem.inflight.load(Ordering::Acquire) != 0 {
+        let res = self.evict(&old, bufs, exiting);
+        let mut kept = 0;
+        {
+            let mut ranges = self.mem.chunks.lock();
+            ranges.releasing -= n;
+            for o in old.iter_mut() {
+                let idle = match o {
+                    Some(r) => r.data().idle(),
+                    None => true,
+                };
+                if exiting || idle {
+                    continue;
+                }
+                // There is a free slot for each range taken out: `add_chunk` leaves
+                // room for them (`releasing`).
+                if let Some(slot) = ranges.slots.iter_mut().find(|r| r.is_none()) {
+                    *slot = o.take();
+                    kept += 1;
+                }
+            }
+        }
+        // Unmapping waits for `page_free` calls still running (see 3 above).
+        let removed = n - kept;
+        drop(old);
+        self.counters.add(ctr::CHUNKS_RELEASED, removed as u64);
+        if kept == 0 {
+            return Ok(());
+        }
+        // `EINTR` if the task was killed, else some page is still in use.
+        res.and(Err(EBUSY))
+    }
+
+    /// The in-flight allocations and eviction rounds of [`Dev::release_chunks`] for the
+    /// ranges `old`: `Ok` once every page of them is free.
+    fn evict(&self, old: &[Option<DevRange>], bufs: &mut [MigratePfn], exiting: bool) -> Result {
+        let step = || {
+            if exiting {
+                cpu::cond_resched();
+                Ok(())
+            } else {
+                cpu::cond_resched_killable()
+            }
+        };
+        // Pages taken off a free list before it was emptied are initialised (handed out)
+        // first, so that the rounds see them.
+        while old
+            .iter()
+            .flatten()
+            .any(|r| r.data().inflight.load(Ordering::Acquire) != 0)
+        {
+            step()?;
             kthread::msleep(1);
         }
         let owner = self.owner();
-        let mut bufs = self.mem.evict.lock();
         let (src, dst) = bufs.split_at_mut(MIGRATE_CHUNK);
-        for _round in 0..100 {
-            for c in old.iter() {
-                let pfns = c.pfns();
+        let mut round = 0;
+        loop {
+            for r in old.iter().flatten() {
+                if r.data().live.load(Ordering::Acquire) == 0 {
+                    continue;
+                }
+                let pfns = r.pfns();
                 let mut first = pfns.start;
                 while first < pfns.end {
+                    step()?;
                     // Whole 2 MiB blocks: a large folio is collected only whole.
                     let n = ((pfns.end - first) as usize).min(MIGRATE_CHUNK);
                     // SAFETY: Pages of our own device-private range.
@@ -579,20 +765,20 @@ impl Dev {
                     first += n as u64;
                 }
             }
-            let (a, f) = (
-                self.mem.allocated.load(Ordering::Relaxed),
-                self.mem.freed.load(Ordering::Relaxed),
-            );
-            if a == f {
-                break;
+            if old
+                .iter()
+                .flatten()
+                .all(|r| r.data().live.load(Ordering::Acquire) == 0)
+            {
+                return Ok(());
             }
+            round += 1;
+            if !exiting && round >= RELEASE_ROUNDS {
+                return Err(EBUSY);
+            }
+            step()?;
             kthread::msleep(10);
         }
-        drop(bufs);
-        // Unmapping waits until every page of the ranges is free.
-        let n = old.len();
-        drop(old);
-        self.counters.add(ctr::CHUNKS_RELEASED, n as u64);
     }
 
     /// A device page (`huge`: a 2 MiB device folio) holding a copy of system page(s)
@@ -631,7 +817,9 @@ impl Dev {
 impl Drop for Dev {
     fn drop(&mut self) {
         // No file is open (module exit), but processes may still map device pages.
-        self.release_chunks();
+        let mut bufs = self.mem.evict.lock();
+        // Cannot fail when exiting: it goes on until every page is free.
+        let _ = self.release_chunks(bufs.as_mut_slice(), true);
     }
 }
 
@@ -1152,9 +1340,12 @@ impl MirrorFile {
     }
 
     /// `HMM_DMIRROR_RELEASE`: all device memory back to system memory, and removed.
+    /// `EBUSY` if a page is still in use after about a second of eviction rounds,
+    /// `EINTR` if the task is killed meanwhile (see [`Dev::release_chunks`]).
     fn release(&self, _cmd: &mut Cmd) -> Result {
-        self.dev.release_chunks();
-        Ok(())
+        // Not the device's arrays for module exit: releases do not wait for each other.
+        let mut bufs = KVec::from_elem(MigratePfn::default(), 2 * MIGRATE_CHUNK, GFP_KERNEL)?;
+        self.dev.release_chunks(&mut bufs, false)
     }
 
     /// `HMM_DMIRROR_SNAPSHOT`.

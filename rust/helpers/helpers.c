@@ -21,6 +21,7 @@
 #include <linux/pagemap.h>
 #include <linux/rmap.h>
 #include <linux/sched/mm.h>
+#include <linux/sched/signal.h>
 #include <linux/version.h>
 #include <linux/vmalloc.h>
 #include <linux/percpu.h>
@@ -195,6 +196,12 @@ __rust_helper void rust_helper_aikrs_cpu_relax(void)
 __rust_helper void rust_helper_aikrs_cond_resched(void)
 {
 	cond_resched();
+}
+
+/* fatal_signal_pending() is an inline function: whether `current` is being killed. */
+__rust_helper bool rust_helper_aikrs_fatal_signal_pending(void)
+{
+	return fatal_signal_pending(current);
 }
 
 #if IS_ENABLED(CONFIG_KUNIT)

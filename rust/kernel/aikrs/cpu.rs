@@ -1,11 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! CPU numbers and local interrupt state (C `<linux/cpumask.h>`, `<linux/irqflags.h>`).
+//! CPU numbers and local interrupt state (C `<linux/cpumask.h>`, `<linux/irqflags.h>`),
+//! and yielding the CPU in long loops (`cond_resched`, `fatal_signal_pending`).
 //!
 //! Linux 6.12's `kernel` crate has neither; these are thin wrappers over C helpers for
 //! the macros and inline functions involved.
 
-use crate::bindings;
+use crate::{
+    bindings,
+    error::{code::EINTR, Result},
+};
 use core::marker::PhantomData;
 
 /// `nr_cpu_ids`: one more than the highest possible CPU number.
@@ -66,6 +70,29 @@ pub fn cpu_relax() {
 pub fn cond_resched() {
     // SAFETY: No memory is touched; the context rule above is checked by the kernel.
     unsafe { bindings::aikrs_cond_resched() }
+}
+
+/// Whether the current task is being killed (`fatal_signal_pending(current)`): a
+/// `SIGKILL` is pending, or another signal whose default action ends the process (the
+/// kernel turns those into a `SIGKILL`). Always false in a kernel thread.
+#[inline]
+pub fn fatal_signal_pending() -> bool {
+    // SAFETY: Reads the pending signals of the current task, which is alive while it
+    // runs this; allowed in any context.
+    unsafe { bindings::aikrs_fatal_signal_pending() }
+}
+
+/// One step of a long loop run on behalf of a user task (an ioctl over a range that user
+/// space chose, say): `EINTR` if the task is being killed ([`fatal_signal_pending`]), so
+/// that the loop stops and the kill takes effect; otherwise [`cond_resched`]. Only in
+/// process context, holding no spinlock (it may sleep).
+#[inline]
+pub fn cond_resched_killable() -> Result {
+    if fatal_signal_pending() {
+        return Err(EINTR);
+    }
+    cond_resched();
+    Ok(())
 }
 
 /// Interrupts of the local CPU are disabled while this guard lives

@@ -309,6 +309,27 @@ impl<T: DevmemOps> DevicePrivate<T> {
         Some((data, index as u64))
     }
 
+    /// For a device-private page of this owner: the driver data of the range it belongs
+    /// to (the `T` given to [`DevicePrivate::new`]). `None` for any other page.
+    ///
+    /// # Safety
+    ///
+    /// `pfn` must have a `struct page`. If it is a device page of `owner`, its range must
+    /// be a live `DevicePrivate<T>` (every range of `owner` has the same `T`), and it must
+    /// stay live while the returned reference is used: the page is on the driver's own
+    /// free list, say, which the driver empties of a range before dropping it.
+    pub unsafe fn range_data<'a>(pfn: u64, owner: *mut c_void) -> Option<&'a T> {
+        // SAFETY: Reads the page's `pgmap` (the caller guarantees the page exists); one
+        // of `owner`'s is the first field of a live `Self`, as the caller guarantees.
+        unsafe {
+            let pgmap = bindings::aikrs_pfn_pgmap(pfn as usize);
+            if pgmap.is_null() || (*pgmap).owner != owner {
+                return None;
+            }
+            Some(&Self::from_pgmap(pgmap).data)
+        }
+    }
+
     /// # Safety
     ///
     /// `pgmap` is the `pgmap` of a live `DevicePrivate<T>`.
