@@ -5,7 +5,9 @@
  * exiting first, invalidation (what the device reads after the CPU side
  * changed), a device write to device memory shared after a fork, and a 2 MiB
  * device folio read by another device, split and evicted, and migrations in flight
- * while the CPU faults pages back, the memory is released and the file is closed.
+ * while the CPU faults pages back, the memory is released and the file is closed;
+ * then every command with the largest arguments the ABI takes (it must fail or
+ * finish within seconds) and long commands killed with SIGKILL (they must end).
  * hmm_selftest_test.c runs
  * the kernel's own hmm-tests; this covers what they do not. Any oops, WARN or leak report in the kernel log fails the guest run
  * (scripts/guest.sh).
@@ -14,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,6 +32,13 @@
 /* Linux 7 ABI; the Rust driver has it on every kernel. */
 #ifndef HMM_DMIRROR_FLAGS
 #define HMM_DMIRROR_FLAGS _IOWR('H', 0x08, struct hmm_dmirror_cmd)
+#endif
+/* Linux 7 ABI, where the kernel has hmm_range_fault_unlocked_timeout() (else EINVAL). */
+#ifndef HMM_DMIRROR_READ_UNLOCKED
+#define HMM_DMIRROR_READ_UNLOCKED _IOWR('H', 0x09, struct hmm_dmirror_cmd)
+#endif
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
 #endif
 
 #define PAGE 4096UL
@@ -555,9 +565,209 @@ static void test_close_while_migrating(void)
 	result(ok, "close_while_migrating");
 }
 
+/*
+ * The end of the user address space (x86-64 TASK_SIZE): 2^56 - 4 KiB with 5-level
+ * paging (an address above 2^47 can be mapped), else 2^47 - 4 KiB.
+ */
+static uint64_t user_end(void)
+{
+	void *hint = (void *)(1UL << 47);
+	void *p = mmap(hint, PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+		       -1, 0);
+
+	if (p == MAP_FAILED)
+		return (1UL << 47) - PAGE;
+	munmap(p, PAGE);
+	return p == hint ? (1UL << 56) - PAGE : (1UL << 47) - PAGE;
+}
+
+/* Waits up to `ms` milliseconds for child `pid` to end: 1 (and its status), else 0. */
+static int wait_ms(pid_t pid, int ms, int *status)
+{
+	for (int t = 0; t <= ms; t += 10) {
+		pid_t r = waitpid(pid, status, WNOHANG);
+
+		if (r == pid)
+			return 1;
+		if (r < 0)
+			return 0;
+		usleep(10000);
+	}
+	return 0;
+}
+
+/* Seconds a command with the largest arguments may take (its child's alarm). */
+#define HUGE_ARGS_S 5
+
+/*
+ * One command with the largest arguments the ABI takes, in a child that SIGALRM ends
+ * after HUGE_ARGS_S seconds: beyond the user address space (EINVAL before any work;
+ * the old driver ran CHECK_EXCLUSIVE page by page over 2^52 pages, under its lock),
+ * then the largest valid ranges (2^40 pages from a small mapping, valid with 5-level
+ * paging; the whole address space), which must fail or finish in time. Returns
+ * whether every result was as expected.
+ */
+static int huge_args_child(unsigned long req, uint64_t end)
+{
+	int fd = dev_open(0), ok = 1, e[5];
+	/* Four mapped pages and a hole after them; the output buffer holds 2 MiB. */
+	char *p = map_anon(8 * PAGE), *out = map_anon(HUGE);
+
+	munmap(p + 4 * PAGE, 4 * PAGE);
+	memset(p, 1, 4 * PAGE);
+	/* A few entries in the device table (CHECK_EXCLUSIVE walks them). */
+	cmd(fd, HMM_DMIRROR_READ, (uintptr_t)p, out, 4, NULL);
+	/*
+	 * A command this kernel's driver does not have (READ_UNLOCKED needs
+	 * CONFIG_AIKRS_HMM_FAULT_UNLOCKED, on Linux 7) fails with EINVAL whatever its
+	 * range: nothing to test. (Any other command must take this valid range.)
+	 */
+	if (req == HMM_DMIRROR_READ_UNLOCKED &&
+	    cmd(fd, req, (uintptr_t)p, out, 1, NULL) == -EINVAL)
+		return 2;
+	alarm(HUGE_ARGS_S);
+	/* Ending one page beyond the user address space, starting at its end. */
+	e[0] = cmd(fd, req, end - PAGE, out, 2, NULL);
+	e[1] = cmd(fd, req, end, out, 1, NULL);
+	/* The most pages that do not wrap, from 0. */
+	e[2] = cmd(fd, req, 0, out, UINT64_MAX / PAGE, NULL);
+	e[3] = cmd(fd, req, (uintptr_t)p, out, 1ULL << 40, NULL);
+	e[4] = cmd(fd, req, 0, out, end / PAGE, NULL);
+	alarm(0);
+	ok &= e[0] == -EINVAL && e[2] == -EINVAL;
+	/* HMM_DMIRROR_FLAGS takes no range: npages 1 is a valid flag. */
+	ok &= e[1] == -EINVAL || (req == HMM_DMIRROR_FLAGS && e[1] == 0);
+	if (!ok)
+		printf("# request %#lx: %d %d %d (want %d), then %d %d\n", req, e[0], e[1], e[2],
+		       -EINVAL, e[3], e[4]);
+	else
+		printf("# request %#lx: largest valid ranges gave %d and %d\n", req, e[3], e[4]);
+	fflush(stdout);
+	close(fd);
+	return ok;
+}
+
+static void test_huge_args(const char *name, unsigned long req, uint64_t end)
+{
+	char title[64];
+	int status, ok;
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		int r = huge_args_child(req, end);
+
+		_exit(r == 2 ? 2 : r ? 0 : 1);
+	}
+	ok = wait_ms(pid, (HUGE_ARGS_S + 5) * 1000, &status);
+	if (!ok) {
+		printf("# %s: still running 5 s after its alarm (not killable)\n", name);
+		kill(pid, SIGKILL);
+		wait_ms(pid, 5000, &status);
+	} else if (WIFSIGNALED(status)) {
+		printf("# %s: ended by signal %d (SIGALRM: it took more than %d s)\n", name,
+		       WTERMSIG(status), HUGE_ARGS_S);
+		ok = 0;
+	} else if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {
+		ntest++;
+		printf("ok %d huge_args_%s # SKIP the driver of this kernel does not have the "
+		       "command (EINVAL for a valid range)\n", ntest, name);
+		fflush(stdout);
+		return;
+	} else {
+		ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	}
+	snprintf(title, sizeof(title), "huge_args_%s", name);
+	result(ok, title);
+}
+
+/*
+ * A child issues `req` over `len` bytes of anonymous memory that is mapped but never
+ * populated (read, and written as the output, where the command has one), a call
+ * that runs for many seconds; it is killed with SIGKILL after 1 s and must end within
+ * 5 s. The range is 16 TiB where the command reads zero pages and writes few
+ * (READ, MIGRATE_TO_SYS, SNAPSHOT), so that it runs for minutes without using memory;
+ * EXCLUSIVE allocates a page for every page it gets through, so it gets 512 MiB
+ * (seconds of work under TCG, and no more memory than that if the kill failed).
+ * WRITE and MIGRATE_TO_DEV, which allocate memory as fast as they go, are left out.
+ */
+static void test_killable(const char *name, unsigned long req, size_t len)
+{
+	int sync_fds[2], status, ok, ready;
+	char title[64], c = 0;
+	pid_t pid;
+
+	if (pipe(sync_fds))
+		exit(1);
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		int fd = dev_open(0), e;
+		char *r = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+		if (r == MAP_FAILED)
+			_exit(2);
+		madvise(r, len, MADV_NOHUGEPAGE);
+		if (write(sync_fds[1], &c, 1) != 1)
+			_exit(3);
+		e = cmd(fd, req, (uintptr_t)r, r, len / PAGE, NULL);
+		printf("# %s: the call ended by itself first: %d\n", name, e);
+		fflush(stdout);
+		_exit(0);
+	}
+	close(sync_fds[1]);
+	/* The child is about to issue the command (or failed to map its range). */
+	ready = read(sync_fds[0], &c, 1) == 1;
+	close(sync_fds[0]);
+	sleep(1);
+	kill(pid, SIGKILL);
+	ok = wait_ms(pid, 5000, &status);
+	snprintf(title, sizeof(title), "killable_%s", name);
+	if (!ok) {
+		printf("# %s: still running 5 s after SIGKILL\n", name);
+	} else if (!ready) {
+		printf("# %s: the child could not map %zu MiB (status %#x)\n", name, len >> 20,
+		       status);
+		ok = 0;
+	} else if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)) {
+		/* The call ended within 1 s: there was nothing to kill, so nothing is shown. */
+		ntest++;
+		printf("ok %d %s # SKIP the call ended by itself before the SIGKILL (status %#x)\n",
+		       ntest, title, status);
+		fflush(stdout);
+		return;
+	}
+	result(ok, title);
+}
+
 int main(void)
 {
-	printf("KTAP version 1\n1..7\n");
+	/* `kill_len`: the range of the killable case (test_killable()), 0 for none. */
+	static const struct {
+		const char *name;
+		unsigned long req;
+		size_t kill_len;
+	} reqs[] = {
+		{ "read", HMM_DMIRROR_READ, 1UL << 44 },
+		{ "write", HMM_DMIRROR_WRITE, 0 },
+		{ "migrate_to_dev", HMM_DMIRROR_MIGRATE_TO_DEV, 0 },
+		{ "migrate_to_sys", HMM_DMIRROR_MIGRATE_TO_SYS, 1UL << 44 },
+		{ "snapshot", HMM_DMIRROR_SNAPSHOT, 1UL << 44 },
+		{ "exclusive", HMM_DMIRROR_EXCLUSIVE, 512UL << 20 },
+		{ "check_exclusive", HMM_DMIRROR_CHECK_EXCLUSIVE, 0 },
+		{ "release", HMM_DMIRROR_RELEASE, 0 },
+		{ "flags", HMM_DMIRROR_FLAGS, 0 },
+		{ "read_unlocked", HMM_DMIRROR_READ_UNLOCKED, 0 },
+	};
+	const unsigned int nreq = sizeof(reqs) / sizeof(reqs[0]);
+	unsigned int nkill = 0;
+	uint64_t end = user_end();
+
+	for (unsigned int i = 0; i < nreq; i++)
+		nkill += reqs[i].kill_len != 0;
+	printf("KTAP version 1\n1..%u\n", 7 + nreq + nkill);
 	test_snapshot_layout();
 	test_bad_input();
 	test_invalidation();
@@ -565,5 +775,11 @@ int main(void)
 	test_write_shared_device_page();
 	test_huge_device_folio();
 	test_close_while_migrating();
+	printf("# user address space ends at %#llx\n", (unsigned long long)end);
+	for (unsigned int i = 0; i < nreq; i++)
+		test_huge_args(reqs[i].name, reqs[i].req, end);
+	for (unsigned int i = 0; i < nreq; i++)
+		if (reqs[i].kill_len)
+			test_killable(reqs[i].name, reqs[i].req, reqs[i].kill_len);
 	return nfail ? 1 : 0;
 }

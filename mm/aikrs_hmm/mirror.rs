@@ -37,9 +37,9 @@
 //!
 //! Locks nest in this order (each is only taken while holding none after it):
 //!
-//! 1. the `mmap_lock` of a mirrored process (for reading: migrations, `range_fault`'s
-//!    walks, `make_device_exclusive`), and the page locks of the pages a migration
-//!    holds;
+//! 1. the `mmap_lock` of a mirrored process (for reading: migrations, one 2 MiB block
+//!    at a time, `range_fault`'s walks, `make_device_exclusive`), and the page locks of
+//!    the pages a migration holds;
 //! 2. `DevMem::chunks` (mutex): the ranges of device memory. Taken by an allocation that
 //!    finds no free page (in a migration's copy step, so under 1) and by
 //!    `Dev::release_chunks`, which holds it only to take the ranges out and to put back
@@ -53,10 +53,18 @@
 //! open file, in [`Mirror`]) is taken by the invalidate callback (under the `mmap_lock`
 //! and page locks of whoever invalidates) and around every read or change of the device
 //! table; neither `chunks` nor `free` is ever taken under it, nor it under them.
+//!
+//! No lock is held across work that grows with an ioctl's arguments: the mirror lock is
+//! held for at most [`COPY_CHUNK`] pages, one 2 MiB block or [`CHECK_CHUNK`] table
+//! entries, the `mmap_lock` for one 2 MiB block (a migration) or one page
+//! (`make_device_exclusive`). Ranges are checked against the user address space before
+//! any work (`EINVAL`), and every loop over a range stops when the task is killed
+//! (`EINTR`).
 
 use crate::pt::{self, Perm};
 use crate::table::{DeviceTable, NodePool};
 use core::ffi::c_void;
+use core::ops::ControlFlow;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use kernel::{
@@ -126,6 +134,9 @@ const COPY_CHUNK: usize = 64;
 /// Pages walked by one `hmm_range_fault()` call: one 2 MiB-aligned block, so that a
 /// PMD mapping arrives whole and becomes one huge device entry.
 const FAULT_CHUNK: usize = pt::HUGE_PAGES as usize;
+/// Device-table entries `HMM_DMIRROR_CHECK_EXCLUSIVE` looks at under one hold of the
+/// mirror lock.
+const CHECK_CHUNK: usize = 512;
 
 /// Counters in debugfs `aikrs_hmm/<device>/`.
 pub(crate) mod ctr {
@@ -890,12 +901,13 @@ impl Cmd {
         user_slice(arg, CMD_SIZE).writer().write_slice(&raw)
     }
 
-    /// The range `[addr, end)`, checked as the C driver does: page aligned, non-empty,
-    /// not wrapping (`EINVAL`).
-    fn range(&self) -> Result<(usize, usize)> {
+    /// The range `[addr, end)`, checked as the C driver does (page aligned, non-empty,
+    /// not wrapping) and against the user address space: it must end at or below
+    /// `limit` (`EINVAL`).
+    fn range(&self, limit: usize) -> Result<(usize, usize)> {
         let size = self.npages.checked_mul(PAGE_SIZE as u64).ok_or(EINVAL)?;
         let end = self.addr.checked_add(size).ok_or(EINVAL)?;
-        if self.addr % PAGE_SIZE as u64 != 0 || end <= self.addr {
+        if self.addr % PAGE_SIZE as u64 != 0 || end <= self.addr || end > limit as u64 {
             return Err(EINVAL);
         }
         Ok((
@@ -943,6 +955,13 @@ fn perm_of(e: HmmPfn) -> Perm {
 }
 
 impl MirrorFile {
+    /// The range of `cmd` (see [`Cmd::range`]), which must lie in the address space of
+    /// the mirrored process: it is the address space of the process that opened the
+    /// file, and every command works on it.
+    fn range(&self, cmd: &Cmd) -> Result<(usize, usize)> {
+        cmd.range(self.mirror.task_size())
+    }
+
     /// Faults `[start, end)` into the device table, one 2 MiB-aligned block at a time
     /// (one device fault, as the C driver counts it). `unlocked`: with a walk that may
     /// drop the `mmap_lock` in a fault (`READ_UNLOCKED`).
@@ -952,6 +971,8 @@ impl MirrorFile {
         let owner = self.dev.owner();
         let dev = self.dev;
         for (addr, n) in blocks(start, end) {
+            // A range may span the whole address space: stop when killed.
+            cpu::cond_resched_killable()?;
             let install = |g: &mut MirrorGuard<'_, State>, entries: &[HmmPfn]| {
                 commit(g, addr, entries, write, owner, dev)
             };
@@ -1001,10 +1022,11 @@ impl MirrorFile {
     }
 
     fn read_with(&self, cmd: &mut Cmd, unlocked: bool) -> Result {
-        let (start, end) = cmd.range()?;
+        let (start, end) = self.range(cmd)?;
         let mut bounce = VVec::<u8>::from_elem(0, COPY_CHUNK * PAGE_SIZE, GFP_KERNEL)?;
         let mut pos = start;
         while pos < end {
+            cpu::cond_resched_killable()?;
             let n = ((end - pos) / PAGE_SIZE).min(COPY_CHUNK);
             let done = self.copy_mapped(pos, n, &mut bounce);
             let off = (pos - start) as u64;
@@ -1026,7 +1048,7 @@ impl MirrorFile {
 
     /// `HMM_DMIRROR_WRITE`.
     fn write(&self, cmd: &mut Cmd) -> Result {
-        let (start, end) = cmd.range()?;
+        let (start, end) = self.range(cmd)?;
         let mut bounce = VVec::<u8>::from_elem(0, COPY_CHUNK * PAGE_SIZE, GFP_KERNEL)?;
         let mut pos = start;
         while pos < end {
@@ -1038,6 +1060,7 @@ impl MirrorFile {
                 .read_slice(&mut bounce[..n * PAGE_SIZE])?;
             let mut done = 0;
             while done < n {
+                cpu::cond_resched_killable()?;
                 {
                     let g = self.mirror.lock();
                     while done < n {
@@ -1087,6 +1110,10 @@ impl MirrorFile {
     /// `addr`. Each round's pages are added to counter `counter`; returns them all.
     /// `EINVAL` if part of the range is not in a readable vma.
     ///
+    /// The `mmap_lock` is held for one 2 MiB block at a time, not across the range:
+    /// the process's own `mmap`/`munmap` wait for one block at most, and the loop stops
+    /// between blocks when the task is killed (`EINTR`).
+    ///
     /// Nothing is mapped in the device table here: pages in device memory are mapped
     /// afterwards by `map_local`, under the sequence check (mapping them from the
     /// migration, unchecked, could keep an entry for a page that a concurrent zap,
@@ -1103,8 +1130,9 @@ impl MirrorFile {
         let mut buf = KVec::from_elem(MigratePfn::default(), 2 * MIGRATE_CHUNK, GFP_KERNEL)?;
         let (src, dst) = buf.split_at_mut(MIGRATE_CHUNK);
         let mut total = 0;
-        let mm = self.mirror.mmap_read()?;
         for (addr, n) in blocks(start, end) {
+            cpu::cond_resched_killable()?;
+            let mm = self.mirror.mmap_read()?;
             let block_end = addr + n * PAGE_SIZE;
             let mut a = addr;
             while a < block_end {
@@ -1136,7 +1164,7 @@ impl MirrorFile {
     /// mirrored: it could not be migrated). A THP (or an empty 2 MiB block) becomes a
     /// 2 MiB device folio where the kernel supports those, else 512 device pages.
     fn migrate_to_dev(&self, cmd: &mut Cmd) -> Result {
-        let (start, end) = cmd.range()?;
+        let (start, end) = self.range(cmd)?;
         self.migrate_range(
             start,
             end,
@@ -1208,6 +1236,7 @@ impl MirrorFile {
         let mut pfns = KVec::<usize>::from_elem(0, FAULT_CHUNK, GFP_KERNEL)?;
         let owner = self.dev.owner();
         for (addr, n) in blocks(start, end) {
+            cpu::cond_resched_killable()?;
             self.mirror
                 .range_fault(addr, &mut pfns[..n], Want::Snapshot, |g, entries| {
                     // A 2 MiB device folio mapped whole: one huge device entry.
@@ -1243,6 +1272,7 @@ impl MirrorFile {
         let mut bounce = VVec::<u8>::from_elem(0, COPY_CHUNK * PAGE_SIZE, GFP_KERNEL)?;
         let mut pos = start;
         while pos < end {
+            cpu::cond_resched_killable()?;
             let n = ((end - pos) / PAGE_SIZE).min(COPY_CHUNK);
             if self.copy_mapped(pos, n, &mut bounce) < n {
                 return Err(ENOENT);
@@ -1260,7 +1290,7 @@ impl MirrorFile {
     /// system memory (a 2 MiB device folio to a THP, or split into base pages if none
     /// can be had); `cpages` counts the pages.
     fn migrate_to_sys(&self, cmd: &mut Cmd) -> Result {
-        let (start, end) = cmd.range()?;
+        let (start, end) = self.range(cmd)?;
         let owner = self.dev.owner();
         let mut short = false;
         cmd.cpages = self.migrate_range(
@@ -1287,10 +1317,11 @@ impl MirrorFile {
     /// returns their contents as the device reads them. A CPU access to such a page
     /// revokes it (the notifiers remove the device's entry).
     fn exclusive(&self, cmd: &mut Cmd) -> Result {
-        let (start, end) = cmd.range()?;
+        let (start, end) = self.range(cmd)?;
         let owner = self.dev.owner();
         let perm = Perm::READ.union(Perm::WRITE).union(Perm::ATOMIC);
         for addr in (start..end).step_by(PAGE_SIZE) {
+            cpu::cond_resched_killable()?;
             // As `hmm_range_fault` users do (and nouveau for atomics): sample the
             // sequence, make the page exclusive, and map it only if no invalidation
             // began since; our own `MMU_NOTIFY_EXCLUSIVE` is not one (see
@@ -1325,16 +1356,36 @@ impl MirrorFile {
 
     /// `HMM_DMIRROR_CHECK_EXCLUSIVE`: `EPERM` if the device still maps a page of the
     /// range for atomics (its exclusive access was not revoked).
+    ///
+    /// The table's entries are visited, not the range's pages, so the unmapped parts of
+    /// a range as large as the address space cost nothing; and the mirror lock is
+    /// dropped after every [`CHECK_CHUNK`] entries.
     fn check_exclusive(&self, cmd: &mut Cmd) -> Result {
-        let (start, end) = cmd.range()?;
-        let g = self.mirror.lock();
-        for va in (start..end).step_by(PAGE_SIZE) {
-            if g.table
-                .lookup(va as u64)
-                .is_some_and(|l| l.perm.contains(Perm::ATOMIC))
-            {
+        let (start, end) = self.range(cmd)?;
+        // The table maps nothing at or above `VA_END`.
+        let end = (end as u64).min(pt::VA_END);
+        let mut pos = start as u64;
+        while pos < end {
+            cpu::cond_resched_killable()?;
+            let (mut seen, mut atomic, mut next) = (0, false, end);
+            self.mirror.lock().table.for_each(pos, end, |va, leaf| {
+                if leaf.perm.contains(Perm::ATOMIC) {
+                    atomic = true;
+                    return ControlFlow::Break(());
+                }
+                seen += 1;
+                if seen == CHECK_CHUNK {
+                    // Go on after this entry: it intersects `[pos, end)`, so it ends
+                    // above `pos` (a huge one may begin below).
+                    next = va + leaf.size();
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            })?;
+            if atomic {
                 return Err(EPERM);
             }
+            pos = next;
         }
         Ok(())
     }
@@ -1350,11 +1401,12 @@ impl MirrorFile {
 
     /// `HMM_DMIRROR_SNAPSHOT`.
     fn snapshot(&self, cmd: &mut Cmd) -> Result {
-        let (start, end) = cmd.range()?;
+        let (start, end) = self.range(cmd)?;
         let mut pfns = KVec::<usize>::from_elem(0, FAULT_CHUNK, GFP_KERNEL)?;
         let mut perm = VVec::<u8>::from_elem(0, FAULT_CHUNK, GFP_KERNEL)?;
         let owner = self.dev.owner();
         for (addr, n) in blocks(start, end) {
+            cpu::cond_resched_killable()?;
             let perm = &mut perm[..n];
             self.mirror
                 .range_fault(addr, &mut pfns[..n], Want::Snapshot, |_, entries| {
@@ -1544,7 +1596,8 @@ impl FileOps for MirrorFile {
         };
         let mut c = Cmd::read(arg)?;
         if cmd != FLAGS {
-            c.range()?;
+            // Before any work: a range beyond the user address space is `EINVAL`.
+            self.range(&c)?;
         }
         handler(self, &mut c)?;
         c.write(arg)?;
@@ -1556,6 +1609,9 @@ impl FileOps for MirrorFile {
     fn mmap(&self, vma: &VmaNew<'_, Self>) -> Result {
         let start = vma.start();
         for i in 0..vma.len() / PAGE_SIZE {
+            // As large as the caller asks: stop when killed (the failed `mmap` unmaps
+            // the pages inserted so far).
+            cpu::cond_resched_killable()?;
             let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
             vma.insert_page(start + i * PAGE_SIZE, &page)?;
             // The mapping holds the page now; ours is dropped.

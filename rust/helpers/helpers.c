@@ -309,6 +309,12 @@ rust_helper_aikrs_mni_mm(struct mmu_interval_notifier *mni)
 	return mni->mm;
 }
 
+/* The end of the user address space of `mm` (TASK_SIZE of its process). */
+__rust_helper unsigned long rust_helper_aikrs_mm_task_size(struct mm_struct *mm)
+{
+	return mm->task_size;
+}
+
 __rust_helper bool
 rust_helper_aikrs_mni_read_retry(struct mmu_interval_notifier *mni,
 				 unsigned long seq)

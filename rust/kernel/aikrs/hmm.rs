@@ -318,6 +318,14 @@ impl<T: MirrorOps> Mirror<T> {
         unsafe { crate::aikrs::devmem::MmapReadGuard::new(self.mm()) }
     }
 
+    /// The end of the mirrored address space as its process sees it (`mm->task_size`,
+    /// the process's `TASK_SIZE`): every user address is below it.
+    pub fn task_size(&self) -> usize {
+        // SAFETY: The notifier keeps the `mm` allocated while inserted (type invariant);
+        // `task_size` was set when the process started and is only read here.
+        unsafe { bindings::aikrs_mm_task_size(self.mm()) }
+    }
+
     fn mm(&self) -> *mut bindings::mm_struct {
         // SAFETY: `mni` is inserted (type invariant); its `mm` is set and grabbed.
         unsafe { bindings::aikrs_mni_mm(self.mni.get()) }
@@ -381,7 +389,8 @@ impl<T: MirrorOps> Mirror<T> {
     ///
     /// Errors: `EINVAL` for an unaligned or empty range, `EFAULT` when the process has
     /// no users left (it exited) or a page cannot be faulted in (no vma, no permission),
-    /// `EBUSY`, or another error of `hmm_range_fault()`. `commit` is then not called.
+    /// `EBUSY`, `EINTR` (the task is being killed while it retries), or another error of
+    /// `hmm_range_fault()`. `commit` is then not called.
     pub fn range_fault<R>(
         &self,
         start: usize,
@@ -435,6 +444,9 @@ impl<T: MirrorOps> Mirror<T> {
         let mut deadline = None;
         let ret = loop {
             if let Some(d) = deadline {
+                if crate::aikrs::cpu::fatal_signal_pending() {
+                    break Err(EINTR);
+                }
                 if crate::aikrs::cpu::ktime_ns() > d {
                     break Err(EBUSY);
                 }
