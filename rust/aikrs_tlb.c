@@ -216,6 +216,11 @@ int aikrs_tlb_zap_mapping_noflush(struct address_space *mapping, pgoff_t first,
 		unsigned long end = vma->vm_start + ((vlast - vma->vm_pgoff + 1) << PAGE_SHIFT);
 
 		/*
+		 * As many vmas as user space mapped the pages (up to max_map_count per
+		 * process): yield between them, as unmap_mapping_range() does.
+		 */
+		cond_resched();
+		/*
 		 * 4 KiB PFN maps only: huge PFN entries (a vma with ->huge_fault)
 		 * are not walked by apply_to_existing_page_range().
 		 */

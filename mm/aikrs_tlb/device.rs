@@ -18,6 +18,17 @@
 //! TTM (fault -> BO reservation; eviction under the reservation -> `unmap_mapping_range`).
 //! Because a revoke changes the backing pages, clears the entries and flushes all under
 //! `Bufs`, no fault can map an old page after a revoke has begun.
+//!
+//! # Bounded work
+//!
+//! An ioctl's work is bounded by the ABI's limits, whatever it asks: at most
+//! [`MAX_FILE_PAGES`] pages (256 MiB) per file. The loops that allocate them (`CREATE`,
+//! `REVOKE` with `REMAP`) run without the lock and stop when the task is killed
+//! (`EINTR`), as does a revoke one buffer at a time, between buffers. A batched revoke
+//! holds `Bufs` for all its buffers on purpose (one flush round for all of them, the
+//! point of the batch): at most `MAX_FILE_PAGES` stamps and poisonings, and the
+//! page-table entries of every mapping of the buffers (one buffer per vma, at most
+//! `vm.max_map_count` vmas per process), between which the C side yields.
 
 use core::{
     pin::Pin,
@@ -26,7 +37,7 @@ use core::{
 use kernel::{
     aikrs::{
         compat::user_slice,
-        cpu::ktime_ns,
+        cpu::{cond_resched_killable, ktime_ns},
         debugfs::Counters,
         miscdev::{page_pfn, Fault, FileOps, OpenFile, VmaNew},
         tlb::{self, AddressSpace, Batch},
@@ -187,6 +198,7 @@ impl TlbFile {
         let mut backing = KVVec::with_capacity(total, GFP_KERNEL)?;
         let mut gens = KVVec::with_capacity(count as usize, GFP_KERNEL)?;
         for i in 0..total {
+            cond_resched_killable()?;
             let p = Page::alloc_page(GFP_KERNEL | kernel::alloc::flags::__GFP_ZERO)?;
             stamp(&p, (i / pages as usize) as u32, 1)?;
             backing.push(p, GFP_KERNEL)?;
@@ -241,6 +253,7 @@ impl TlbFile {
         if flags & REVOKE_REMAP != 0 {
             fresh = KVVec::with_capacity(count as usize * pp, GFP_KERNEL)?;
             for _ in 0..count as usize * pp {
+                cond_resched_killable()?;
                 let p = Page::alloc_page(GFP_KERNEL | kernel::alloc::flags::__GFP_ZERO)?;
                 fresh.push(p, GFP_KERNEL)?;
             }
@@ -302,6 +315,12 @@ impl TlbFile {
             // The kernel's way, as TTM evicts: buffer by buffer, each under the lock, each
             // `unmap_mapping_pages` with its own TLB flush round.
             for i in 0..count as usize {
+                // Killed: the buffers done so far stay revoked, the others untouched;
+                // `fresh` (their old pages, and new ones never mapped) is quarantined.
+                if let Err(e) = cond_resched_killable() {
+                    res = Err(e);
+                    break;
+                }
                 let mut b = self.bufs.lock();
                 if remap {
                     swap(&mut b, &mut fresh, i)?;

@@ -9,7 +9,9 @@
  * generation. A CPU that kept a stale translation would read the old page, which the
  * driver has poisoned by then: caught as "stale". The same runs the kernel's way (one
  * unmap_mapping_pages per buffer) and with two processes sharing the buffers (several
- * address spaces in one batch). Bad input gets an error code.
+ * address spaces in one batch). Bad input gets an error code. The largest buffers the
+ * ABI allows are created and revoked within a time limit, and a process revoking them
+ * in a loop ends when killed.
  *
  * With aikrs.tlb_negative_control on the kernel command line (scripts/test.sh boots
  * one guest so) the batched revoke skips its flush: the test must then FAIL, which
@@ -19,6 +21,7 @@
 
 #include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #define NOFLUSH (1U << 31)
 
@@ -333,6 +336,118 @@ static void counters(void)
 	result(ok, "counters", why);
 }
 
+/* ---- the largest arguments: bounded and killable ---- */
+
+/* Waits up to `ms` milliseconds for child `pid` to end: 1 (and its status), else 0. */
+static int wait_ms(pid_t pid, int ms, int *status)
+{
+	for (int t = 0; t <= ms; t += 10) {
+		pid_t r = waitpid(pid, status, WNOHANG);
+
+		if (r == pid)
+			return 1;
+		if (r < 0)
+			return 0;
+		usleep(10000);
+	}
+	return 0;
+}
+
+/*
+ * Seconds the largest create and revokes may take together (the child's alarm): a
+ * bound for a debug kernel (KASAN) under QEMU's TCG, where allocating and clearing
+ * 3 x 256 MiB is slow; what the case rules out is work without end.
+ */
+#define LARGEST_S 150
+
+/*
+ * The most pages a file may have (AIKRS_TLB_MAX_FILE_PAGES: 256 MiB, as buffers of
+ * AIKRS_TLB_MAX_PAGES pages), every 16th buffer mapped and read, then all of them
+ * revoked and moved to new pages, batched and one by one. Exits 0 if every call
+ * succeeded. With `forever`, revokes one by one until killed.
+ */
+static int largest_child(int forever)
+{
+	struct aikrs_tlb_create c = {
+		.count = AIKRS_TLB_MAX_FILE_PAGES / AIKRS_TLB_MAX_PAGES,
+		.pages = AIKRS_TLB_MAX_PAGES,
+	};
+	const size_t len = AIKRS_TLB_MAX_PAGES * TLBU_PAGE;
+	int fd = dev_open();
+
+	if (ioctl(fd, AIKRS_TLB_IOC_CREATE, &c))
+		return 1;
+	for (unsigned int i = 0; i < c.count; i += 16) {
+		volatile uint64_t *p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd,
+					    c.offset + i * len);
+
+		if (p == MAP_FAILED)
+			return 2;
+		for (size_t j = 0; j < len / sizeof(*p); j += TLBU_PAGE / sizeof(*p))
+			(void)p[j];
+	}
+	do {
+		if (tlbu_revoke(fd, 0, c.count, AIKRS_TLB_REVOKE_BATCHED | AIKRS_TLB_REVOKE_REMAP,
+				NULL))
+			return 3;
+		if (tlbu_revoke(fd, 0, c.count, AIKRS_TLB_REVOKE_REMAP, NULL))
+			return 4;
+	} while (forever);
+	return 0;
+}
+
+static void largest_args(void)
+{
+	int status, ok;
+	struct timespec t0, t1;
+	pid_t pid;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	pid = fork();
+
+	if (pid == 0) {
+		alarm(LARGEST_S);
+		_exit(largest_child(0));
+	}
+	ok = wait_ms(pid, (LARGEST_S + 5) * 1000, &status);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	printf("# largest_args: %.1f s (alarm at %d s)\n",
+	       (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9, LARGEST_S);
+	if (!ok) {
+		kill(pid, SIGKILL);
+		wait_ms(pid, 5000, &status);
+		result(0, "largest_args", "still running after its alarm (not killable)");
+	} else if (WIFSIGNALED(status)) {
+		result(0, "largest_args", WTERMSIG(status) == SIGALRM ?
+		       "took longer than its alarm" : "ended by a signal");
+	} else {
+		ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+		if (!ok)
+			printf("# largest_args: exit status %d\n", WEXITSTATUS(status));
+		result(ok, "largest_args", ok ? NULL : "a call failed");
+	}
+}
+
+/* A child revoking the largest buffers in a loop is killed after 1 s: it must end. */
+static void killable_revoke(void)
+{
+	int status, ok;
+	pid_t pid = fork();
+
+	if (pid == 0)
+		_exit(largest_child(1));
+	sleep(1);
+	kill(pid, SIGKILL);
+	ok = wait_ms(pid, 5000, &status);
+	if (ok && !(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)) {
+		/* It ended (a call failed) before the kill: killability was not shown. */
+		printf("# killable_revoke: ended by itself first (status %#x)\n", status);
+		result(0, "killable_revoke", "ended before the SIGKILL: a revoke failed");
+		return;
+	}
+	result(ok, "killable_revoke", ok ? NULL : "still running 5 s after SIGKILL");
+}
+
 int main(int argc, char **argv)
 {
 	unsigned int B = AIKRS_TLB_REVOKE_BATCHED, R = AIKRS_TLB_REVOKE_REMAP;
@@ -353,7 +468,7 @@ int main(int argc, char **argv)
 		stale_check("negative_control_noflush", 256, 20, B | R | NOFLUSH, 0, 0, 0);
 		return nfail ? 1 : 0;
 	}
-	printf("1..8\n");
+	printf("1..10\n");
 	stale_check("batched_revoke_no_stale_read", 256, 30, B | R, 0, 0, 0);
 	stale_check("batched_revoke_small_per_page", 8, 30, B | R, 0, 0, 0);
 	stale_check("batched_revoke_sleepy_readers", 64, 30, B | R, 0, 1, 0);
@@ -362,5 +477,7 @@ int main(int argc, char **argv)
 	bad_input();
 	close_while_mapped();
 	counters();
+	largest_args();
+	killable_revoke();
 	return nfail ? 1 : 0;
 }
