@@ -11,7 +11,8 @@
  *  - dma_fence_signal() returns int on 6.12 and void on 7.x;
  *  - hrtimer_init() became hrtimer_setup() in 6.13;
  *  - timedout_job's "handled" status is DRM_GPU_SCHED_STAT_NOMINAL on 6.12 and
- *    DRM_GPU_SCHED_STAT_RESET on 7.x.
+ *    DRM_GPU_SCHED_STAT_RESET on 7.x;
+ *  - drm_sched_start() takes an error code since 6.13.
  */
 
 #include <linux/dma-fence.h>
@@ -141,6 +142,21 @@ const enum drm_gpu_sched_stat aikrs_sched_stat_reset = DRM_GPU_SCHED_STAT_RESET;
 const enum drm_gpu_sched_stat aikrs_sched_stat_reset = DRM_GPU_SCHED_STAT_NOMINAL;
 #endif
 EXPORT_SYMBOL_GPL(aikrs_sched_stat_reset);
+
+void aikrs_sched_start(struct drm_gpu_scheduler *sched)
+{
+	/*
+	 * 0: a job without a hardware fence finishes with -ECANCELED, one whose
+	 * fence has signalled with that fence's error, as on 6.12. (A non-zero
+	 * errno would also replace the 0 of a job that completed successfully.)
+	 */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 13, 0)
+	drm_sched_start(sched, 0);
+#else
+	drm_sched_start(sched);
+#endif
+}
+EXPORT_SYMBOL_GPL(aikrs_sched_start);
 
 struct drm_sched_entity *aikrs_sched_job_entity(struct drm_sched_job *job)
 {

@@ -47,6 +47,11 @@ int aikrs_sched_init(struct drm_gpu_scheduler *sched,
 		     unsigned int timeout_ms, const char *name);
 /* What timedout_job returns after it reset the job (6.12 NOMINAL, 7.x RESET). */
 extern const enum drm_gpu_sched_stat aikrs_sched_stat_reset;
+/*
+ * drm_sched_start() after drm_sched_stop() (the timeout recovery), without an
+ * error of its own for the pending jobs (the errno argument 6.13 added is 0).
+ */
+void aikrs_sched_start(struct drm_gpu_scheduler *sched);
 /* The entity a job was initialised on. */
 struct drm_sched_entity *aikrs_sched_job_entity(struct drm_sched_job *job);
 /* A job's finished fence (a new reference), valid once the job is armed. */

@@ -8,16 +8,28 @@
 //! ([`NewJob`]) that are initialised, given dependencies, then armed and pushed in one
 //! step ([`NewJob::push`]), so a job is never armed without being pushed.
 //!
-//! Ownership: a pushed job belongs to drm_sched, which hands it back through
-//! `free_job` (dropped here: `drm_sched_job_cleanup`, then the job's data) or
-//! `timedout_job` (after [`Backend::timedout_job`] has signalled its hardware fence, the
-//! job is dropped the same way). A job dropped before it was pushed is cleaned up too.
+//! Ownership: a pushed job belongs to drm_sched, which hands it back through `free_job`
+//! only (dropped there: `drm_sched_job_cleanup`, then the job's data). A job dropped
+//! before it was pushed is cleaned up too.
+//!
+//! Timeouts are recovered as C drivers do (etnaviv, lima, v3d): `drm_sched_stop`, the
+//! backend's reset of the job ([`Backend::timedout_job`]), `drm_sched_resubmit_jobs`,
+//! `drm_sched_start`. The timeout handler never frees the job: drm_sched arms the
+//! timeout before it calls `run_job`, and its submit worker still uses the job after
+//! `run_job` returns (it adds its callback to the hardware fence, or completes the job);
+//! `drm_sched_stop` waits for that worker. Resubmission calls `run_job` again for each
+//! job still pending, which here hands drm_sched the same hardware fence again instead of
+//! running the job twice: the hardware keeps the jobs the backend did not reset.
 //!
 //! The C side (`rust/aikrs_drm.c`) hides the 6.12/7.x differences in `drm_sched_init`'s
-//! use and in the status `timedout_job` returns.
+//! use, in `drm_sched_start`'s arguments and in the status `timedout_job` returns.
 
 use crate::{
-    aikrs::{compat::c_str_ptr, fence::Fence, timer::Workqueue},
+    aikrs::{
+        compat::{c_str_ptr, ecanceled},
+        fence::Fence,
+        timer::Workqueue,
+    },
     alloc::{flags::GFP_KERNEL, KBox},
     bindings,
     error::{code::*, to_result, Result},
@@ -49,17 +61,26 @@ pub enum Priority {
 
 /// The hardware side of a [`Scheduler`]: what drm_sched calls.
 pub trait Backend: Send + Sync + Sized {
-    /// The driver's part of each job (`Sync`: drm_sched may run `run_job` and
-    /// `timedout_job` of one job on different workers).
+    /// The driver's part of each job (`Sync`: drm_sched calls `run_job`, `timedout_job`
+    /// and `free_job` of one job on different workers).
     type JobData: Send + Sync;
 
     /// Hands `job` to the hardware; returns the fence the hardware signals when the job is
     /// done (or failed). Called from the scheduler's submit work item (process context).
     fn run_job(&self, job: &Job<Self>) -> Result<Fence>;
 
-    /// `job` ran longer than the scheduler's timeout. The backend must make sure the job's
-    /// hardware fence is signalled (with an error) before it returns: drm_sched has taken
-    /// the job off its pending list, and the job is freed right after this call.
+    /// `job` ran longer than the scheduler's timeout (or the driver reported a fault,
+    /// [`Scheduler::fault`]). The backend must stop the job and signal its hardware fence
+    /// with an error (e.g. `-ETIMEDOUT`) before it returns: the job's finished fence
+    /// carries that error and drm_sched frees the job afterwards (`free_job`). A job whose
+    /// fence has not signalled stays pending (and times out again).
+    ///
+    /// Called from drm_sched's timeout work (process context) while the scheduler's
+    /// submission is stopped (`drm_sched_stop`): `run_job` of this job has returned and
+    /// no `run_job` or `free_job` of this scheduler runs meanwhile, so this must not wait
+    /// for either. Other jobs the hardware holds must be left running (their hardware
+    /// fences are watched again afterwards). Also called for a job that completed just
+    /// as it timed out: its fence has signalled already and its result stands.
     fn timedout_job(&self, job: &Job<Self>);
 }
 
@@ -68,8 +89,8 @@ pub trait Backend: Send + Sync + Sized {
 /// # Invariants
 ///
 /// `base` was initialised by `drm_sched_job_init` on an entity of a `Scheduler<B>`.
-/// `hw` is written once, by `run_job_cb` before it sets `ran` (release), and read only
-/// after `ran` was seen set (acquire).
+/// `hw` is written once, by the first `run_job_cb` call before it sets `ran` (release),
+/// and read only after `ran` was seen set (acquire).
 #[repr(C)]
 pub struct Job<B: Backend> {
     base: Opaque<bindings::drm_sched_job>,
@@ -98,7 +119,7 @@ impl<B: Backend> Job<B> {
     /// # Safety
     ///
     /// `job` must come from `KBox::into_raw` in [`NewJob::push`] and drm_sched must be
-    /// done with it (`free_job`, or `timedout_job` after its hardware fence signalled).
+    /// done with it (`free_job`).
     unsafe fn free(job: *mut Self) {
         // SAFETY: Initialised job that drm_sched has released (caller's guarantee).
         unsafe { bindings::drm_sched_job_cleanup((*job).base.get()) };
@@ -121,15 +142,9 @@ impl<B: Backend> Job<B> {
         sj.cast::<Self>()
     }
 
-    /// Waits until `run_job` has returned (it may still be running when the timeout
-    /// fires: drm_sched starts the timeout before calling it); then the hardware fence.
-    fn wait_ran(&self) -> Option<&Fence> {
-        let mut ran = self.ran.load(Ordering::Acquire);
-        while ran == RAN_NOT {
-            crate::aikrs::timer::msleep(1);
-            ran = self.ran.load(Ordering::Acquire);
-        }
-        if ran != RAN_OK {
+    /// The hardware fence, once `run_job` has returned one.
+    fn hw_fence(&self) -> Option<&Fence> {
+        if self.ran.load(Ordering::Acquire) != RAN_OK {
             return None;
         }
         // SAFETY: `hw` was written before `ran` was set (release, seen by our acquire)
@@ -221,6 +236,15 @@ impl<B: Backend> Scheduler<B> {
         self.node.sched.get()
     }
 
+    /// Runs the timeout handling now (`drm_sched_fault`), as a driver does when its
+    /// hardware reports a fault: the oldest job in the hardware, if any, goes to
+    /// [`Backend::timedout_job`] whatever its run time. Any context.
+    pub fn fault(&self) {
+        // SAFETY: Initialised (invariant); only queues the scheduler's timeout work,
+        // which `drm_sched_fini` cancels and waits for.
+        unsafe { bindings::drm_sched_fault(self.raw()) };
+    }
+
     /// The backend of a scheduler of ours.
     ///
     /// # Safety
@@ -247,12 +271,28 @@ impl<B: Backend> Scheduler<B> {
         // SAFETY: drm_sched only calls us with jobs pushed to entities of a
         // `Scheduler<B>`, i.e. `base`s of live `Job<B>`s.
         let job = unsafe { Job::<B>::from_base(sj) };
+        match job.ran.load(Ordering::Acquire) {
+            RAN_NOT => {}
+            // Called again: `drm_sched_resubmit_jobs` in `timedout_job_cb` (nothing else
+            // calls it), with submission stopped, so after the first call returned, for a
+            // job that is still pending. The hardware still has the job or has signalled
+            // its fence: hand drm_sched a new reference to that fence rather than run the
+            // job twice.
+            RAN_OK => {
+                return match job.hw_fence() {
+                    Some(hw) => hw.clone().into_raw(),
+                    None => ecanceled().to_ptr(),
+                };
+            }
+            _ => return ecanceled().to_ptr(),
+        }
         // SAFETY: `sched` is set by `drm_sched_job_arm` to a scheduler of ours.
         let backend = unsafe { Self::backend_of((*sj).sched) };
         match backend.run_job(job) {
             Ok(hw) => {
                 let raw = hw.clone();
-                // SAFETY: Only this call writes `hw`, once, before publishing `ran`; nobody
+                // SAFETY: Only this first call writes `hw`, once, before publishing `ran`
+                // (a later call comes after this one returned and returns above); nobody
                 // reads it before seeing `ran` set (type invariant).
                 unsafe { *job.hw.get() = Some(hw) };
                 job.ran.store(RAN_OK, Ordering::Release);
@@ -266,40 +306,60 @@ impl<B: Backend> Scheduler<B> {
         }
     }
 
-    /// drm_sched's `timedout_job`.
+    /// drm_sched's `timedout_job`: stop, reset the job, resubmit, restart.
+    ///
+    /// drm_sched has taken the job off its pending list, but its submit worker may still
+    /// be in `run_job_cb` for it, or past it and about to add its callback to the hardware
+    /// fence (`dma_fence_add_callback(fence, &job->cb, ...)`) or to complete the job: it
+    /// arms the timeout before it calls `run_job`. So the job is not freed here:
+    /// `drm_sched_stop` waits for the submit and free work items, puts the job back on
+    /// the pending list (head) and takes drm_sched's callbacks off the unsignalled
+    /// hardware fences; resubmission and `drm_sched_start` attach them again (a job whose
+    /// fence signalled meanwhile completes with the fence's error), and `free_job` frees
+    /// the job once its finished fence has signalled. A job that had already finished is
+    /// freed by drm_sched right after we return (its `free_guilty`), through `free_job`
+    /// too.
     ///
     /// # Safety
     ///
-    /// As for `run_job_cb`; drm_sched has taken the job off its pending list.
+    /// As for `run_job_cb`; called by drm_sched's timeout work (never twice at once for
+    /// one scheduler) with a job it has taken off its pending list.
     unsafe extern "C" fn timedout_job_cb(
         sj: *mut bindings::drm_sched_job,
     ) -> bindings::drm_gpu_sched_stat {
+        // SAFETY: `sj` is live: drm_sched took it off its pending list for us, and only
+        // `free_job` frees it, after `drm_sched_stop` put it back and submission restarted
+        // (or after we return). `sched` is set by `drm_sched_job_arm` to a scheduler of
+        // ours.
+        let sched = unsafe { (*sj).sched };
         // SAFETY: As in `run_job_cb`.
-        let job = unsafe { Job::<B>::from_base(sj) };
-        // SAFETY: As in `run_job_cb`.
-        let backend = unsafe { Self::backend_of((*sj).sched) };
-        let hw = job.wait_ran();
-        backend.timedout_job(job);
-        let done = match hw {
-            Some(f) if f.is_signaled() => {
-                // The signalled bit is set before the callbacks run: wait for drm_sched's
-                // done callback, which still uses the job, to return.
-                f.sync_callbacks();
-                true
+        let backend = unsafe { Self::backend_of(sched) };
+        // SAFETY: `sched` is initialised and this is its timeout handler. `sj` is the job
+        // drm_sched just handed us (`bad`): `drm_sched_stop` re-inserts it or, if it has
+        // finished, leaves it to drm_sched to free after we return; it frees only other
+        // finished jobs, through `free_job`.
+        unsafe { bindings::drm_sched_stop(sched, sj) };
+        {
+            // SAFETY: As in `run_job_cb`; the job is live (see above) and, with the
+            // submit and free work stopped, nobody can free it until `aikrs_sched_start`.
+            let job = unsafe { Job::<B>::from_base(sj) };
+            // `run_job` has returned (`drm_sched_stop` waited for the submit work).
+            // Without a hardware fence (`run_job` failed) the job already finished with
+            // that error and never reached the hardware: nothing to reset.
+            if let Some(hw) = job.hw_fence() {
+                backend.timedout_job(job);
+                if !hw.is_signaled() {
+                    crate::pr_warn!("aikrs sched: timed-out job left unsignalled by its backend\n");
+                }
             }
-            Some(_) => false,
-            None => true,
-        };
-        if done {
-            // SAFETY: drm_sched took the job off its pending list before calling us,
-            // `run_job` has returned, and its hardware fence has signalled and run its
-            // callbacks (or there is none): nothing refers to the job any more.
-            unsafe { Job::free(Job::<B>::ptr_of(sj)) };
-        } else {
-            // Freeing it would leave drm_sched's callback on the hardware fence pointing
-            // into freed memory: leak it instead and say so.
-            crate::pr_err!("aikrs sched: timed-out job not signalled by its backend; leaked\n");
         }
+        // SAFETY: Submission is stopped (`drm_sched_stop` above), as resubmission needs.
+        // It calls `run_job_cb` for every pending job (all have run), which returns each
+        // job's hardware fence again.
+        unsafe { bindings::drm_sched_resubmit_jobs(sched) };
+        // SAFETY: Stopped by us above; restarts submission. From here on drm_sched may
+        // free the job at any time: neither `sj` nor `job` is used again.
+        unsafe { bindings::aikrs_sched_start(sched) };
         // SAFETY: Reads a constant.
         unsafe { bindings::aikrs_sched_stat_reset }
     }
@@ -457,8 +517,8 @@ impl<B: Backend> NewJob<B> {
         let this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again, so the box is moved out once.
         let job = unsafe { core::ptr::read(&this.job) };
-        // SAFETY: drm_sched keeps a pointer to the job until `free_job`/`timedout_job`,
-        // which rebuild the box (`Job::free`); the job is pinned and never moved.
+        // SAFETY: drm_sched keeps a pointer to the job until `free_job`, which rebuilds
+        // the box (`Job::free`); the job is pinned and never moved.
         let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(job) });
         // SAFETY: `raw` is our initialised, unarmed job.
         let b = unsafe { (*raw).base.get() };

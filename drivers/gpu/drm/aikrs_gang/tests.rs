@@ -10,15 +10,17 @@
 //! engine, a fence), never for a fixed time: under TCG, on a debug kernel and with
 //! hrtimers that expire on the 4 ms tick, "3 ms later" may well be after a 20 ms job.
 
-use crate::gang::{GangSched, JobSpec, Submitted};
+use crate::gang::{GangSched, JobSpec, PlainCtx, Submitted};
 use crate::model::ModelGpu;
 use crate::policy::Class;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::aikrs::{
-    compat::eopnotsupp,
-    cpu::ktime_ns,
+    compat::{eopnotsupp, etimedout},
+    cpu::{cond_resched, cpu_relax, ktime_ns, num_online_cpus},
     fence::Signaller,
+    kthread,
     kunit::Test,
+    sched::Priority,
     timer::msleep,
     trace::{Count, Recorder},
 };
@@ -518,6 +520,137 @@ fn teardown_in_flight(t: &Test) -> Result {
     Ok(())
 }
 
+/// Timeouts that land just as `run_job` returns (issue 14), many times over.
+///
+/// drm_sched arms the timeout before it calls `run_job`, and its submit worker uses the
+/// job after `run_job` returns: it adds its callback to the hardware fence
+/// (`dma_fence_add_callback(fence, &job->cb, ...)`), or completes the job
+/// (`drm_sched_job_done`, which reads `job->s_fence` and `job->credits`) if the fence
+/// has already signalled. A timeout handler that freed the job once `run_job` had
+/// returned could free it under that worker: on a KASAN kernel, a use-after-free report
+/// in `dma_fence_add_callback` or `drm_sched_job_done` (raised in a kworker, not the
+/// test's thread, so the runners' scan of the kernel log fails the run, not KUnit),
+/// elsewhere memory corruption. The handler now stops submission first
+/// (`drm_sched_stop` waits for the submit worker) and only `free_job` frees jobs.
+///
+/// To hit that window often, short jobs (0..31 us on the engine, so the hardware fence
+/// signals anywhere from inside `run_job` to well after it) run back to back on every
+/// ring while a thread bound to each CPU forces the timeout handler (`drm_sched_fault`,
+/// what a driver does on a hardware fault) at varying intervals, so handlers run on
+/// other CPUs than the submit worker at every point of its path. With 1 credit the job
+/// being submitted is the only one in flight, the one a handler takes; with 2 a second
+/// job waits in the engine and must come out untouched (its fence is handed back to
+/// drm_sched on resubmission, not run again).
+///
+/// Afterwards every job has finished, successfully or with `-ETIMEDOUT` (never
+/// cancelled as a bystander), drm_sched has freed every job, and the GPU still works.
+fn timeout_race(t: &Test) -> Result {
+    const RINGS: u32 = 4;
+    const JOBS: u32 = 250;
+    for credits in [1u32, 2] {
+        // No timer timeout: the handlers run when the threads below say so.
+        let gpu = ModelGpu::new(RINGS, credits, 0, 0)?;
+        let ctx = PlainCtx::new(gpu.clone(), Priority::Normal, 1)?;
+        // Everything waits for the gate, so the jobs run while the handlers are forced.
+        let gate = Signaller::new()?;
+        let gf = [gate.fence()];
+        let mut subs = KVec::with_capacity((RINGS * JOBS) as usize, GFP_KERNEL)?;
+        for i in 0..JOBS {
+            for ring in 0..RINGS {
+                subs.push(
+                    ctx.submit(ring, (i * 7 + ring) % 32, &gf, None)?,
+                    GFP_KERNEL,
+                )?;
+            }
+        }
+        let faults = AtomicU64::new(0);
+        let deadline = ktime_ns() + 20_000 * MS;
+        let g = &gpu;
+        gate.signal_ref(Ok(()));
+        kthread::run_on_each_online_cpu(&|cpu| {
+            let mut k = u64::from(cpu);
+            while g.stats.live_jobs.load(Ordering::Acquire) != 0 && ktime_ns() < deadline {
+                if let Some(s) = g.sched((k % u64::from(RINGS)) as u32) {
+                    s.fault();
+                    faults.fetch_add(1, Ordering::Relaxed);
+                }
+                // 0..50 us, varying, so that handlers fall at every point of the path.
+                let until = ktime_ns() + ((k * 7919) % 50_000) as i64;
+                while ktime_ns() < until {
+                    cpu_relax();
+                }
+                cond_resched();
+                k += 1;
+            }
+        })?;
+        let st = &gpu.stats;
+        let live = st.live_jobs.load(Ordering::Acquire);
+        aikrs_expect!(
+            t,
+            live == 0,
+            "credits {}: drm_sched still owns {} jobs after 20 s of forced timeouts",
+            credits,
+            live
+        );
+        aikrs_expect!(
+            t,
+            subs.iter().all(|s| s.done.is_signaled()),
+            "credits {}: a finished fence never signalled",
+            credits
+        );
+        let timeouts = st.timeouts.load(Ordering::Relaxed);
+        aikrs_expect!(
+            t,
+            timeouts > 0,
+            "credits {}: no handler took a job",
+            credits
+        );
+        let bystanders = subs
+            .iter()
+            .filter(|s| !ok(s) && s.done.status() != Some(Err(etimedout())))
+            .count();
+        aikrs_expect!(
+            t,
+            bystanders == 0,
+            "credits {}: {} jobs failed with another error than -ETIMEDOUT",
+            credits,
+            bystanders
+        );
+        let failed = subs.iter().filter(|s| !ok(s)).count();
+        // The handlers must have stopped jobs in the hardware, not only found finished ones.
+        aikrs_expect!(
+            t,
+            failed > 0,
+            "credits {}: no job was stopped by a timeout ({} handler calls)",
+            credits,
+            timeouts
+        );
+        pr_info!(
+            "timeout_race: credits {}, {} CPUs, {} faults, {} timeouts, {} of {} jobs timed out\n",
+            credits,
+            num_online_cpus(),
+            faults.load(Ordering::Relaxed),
+            timeouts,
+            failed,
+            subs.len()
+        );
+        // The GPU still works.
+        let mut after = KVec::new();
+        for ring in 0..RINGS {
+            after.push(ctx.submit(ring, 50, &[], None)?, GFP_KERNEL)?;
+        }
+        aikrs_expect!(
+            t,
+            wait_all(&after) && after.iter().all(ok),
+            "credits {}: the GPU did not recover",
+            credits
+        );
+        drop(ctx);
+        drop(gpu);
+    }
+    Ok(())
+}
+
 /// Bad batches get an error and change nothing.
 fn bad_input(t: &Test) -> Result {
     let (_gpu, gs) = setup(2, 0)?;
@@ -701,6 +834,7 @@ aikrs_kunit_suite!(
         dag_dependencies,
         priority_preemption,
         timeout_recovery,
+        timeout_race,
         teardown_in_flight,
         bad_input,
         tracepoints
