@@ -158,6 +158,29 @@ void aikrs_sched_start(struct drm_gpu_scheduler *sched)
 }
 EXPORT_SYMBOL_GPL(aikrs_sched_start);
 
+enum drm_gpu_sched_stat aikrs_sched_timedout_dying(struct drm_sched_job *job)
+{
+	struct drm_gpu_scheduler *sched = job->sched;
+
+	/*
+	 * drm_sched_job_timedout() took it off the pending list, so the free work
+	 * cannot free it meanwhile; the list is only changed under this lock. (Should
+	 * its fence signal meanwhile, the free work may miss it: a job pending at
+	 * teardown is not freed anyway, see Scheduler's drop.)
+	 */
+	spin_lock(&sched->job_list_lock);
+	list_add(&job->list, &sched->pending_list);
+	spin_unlock(&sched->job_list_lock);
+	return DRM_GPU_SCHED_STAT_ENODEV;
+}
+EXPORT_SYMBOL_GPL(aikrs_sched_timedout_dying);
+
+void aikrs_sched_cancel_timeout(struct drm_gpu_scheduler *sched)
+{
+	cancel_delayed_work_sync(&sched->work_tdr);
+}
+EXPORT_SYMBOL_GPL(aikrs_sched_cancel_timeout);
+
 struct drm_sched_entity *aikrs_sched_job_entity(struct drm_sched_job *job)
 {
 	return job->entity;

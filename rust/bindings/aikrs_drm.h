@@ -52,6 +52,15 @@ extern const enum drm_gpu_sched_stat aikrs_sched_stat_reset;
  * error of its own for the pending jobs (the errno argument 6.13 added is 0).
  */
 void aikrs_sched_start(struct drm_gpu_scheduler *sched);
+/*
+ * timedout_job of a scheduler being torn down: puts the job back at the head of
+ * the pending list (where drm_sched_stop() puts the bad job back; unlike it,
+ * nothing else: no callbacks detached, no finished jobs freed) and returns
+ * DRM_GPU_SCHED_STAT_ENODEV, so the timeout is not re-armed.
+ */
+enum drm_gpu_sched_stat aikrs_sched_timedout_dying(struct drm_sched_job *job);
+/* Cancels the timeout work and waits for a running handler (teardown). */
+void aikrs_sched_cancel_timeout(struct drm_gpu_scheduler *sched);
 /* The entity a job was initialised on. */
 struct drm_sched_entity *aikrs_sched_job_entity(struct drm_sched_job *job);
 /* A job's finished fence (a new reference), valid once the job is armed. */

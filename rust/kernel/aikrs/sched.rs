@@ -42,7 +42,7 @@ use core::{
     marker::PhantomPinned,
     mem::ManuallyDrop,
     pin::Pin,
-    sync::atomic::{AtomicU8, Ordering},
+    sync::atomic::{AtomicBool, AtomicU8, Ordering},
 };
 
 /// drm_sched priorities (`enum drm_sched_priority`), highest first.
@@ -158,6 +158,9 @@ impl<B: Backend> Job<B> {
 struct SchedNode<B: Backend> {
     sched: Opaque<bindings::drm_gpu_scheduler>,
     backend: B,
+    /// Set by [`Scheduler`]'s drop before it tears the scheduler down: from then on the
+    /// timeout handler does not stop and restart submission (see `timedout_job_cb`).
+    dying: AtomicBool,
     _pin: PhantomPinned,
 }
 
@@ -209,6 +212,7 @@ impl<B: Backend> Scheduler<B> {
             SchedNode {
                 sched: Opaque::uninit(),
                 backend,
+                dying: AtomicBool::new(false),
                 _pin: PhantomPinned,
             },
             GFP_KERNEL,
@@ -252,13 +256,22 @@ impl<B: Backend> Scheduler<B> {
     /// `s` must be the `sched` of a live `SchedNode<B>`.
     unsafe fn backend_of<'a>(s: *mut bindings::drm_gpu_scheduler) -> &'a B {
         // SAFETY: Caller's guarantee.
+        &unsafe { Self::node_of(s) }.backend
+    }
+
+    /// The node of a scheduler of ours.
+    ///
+    /// # Safety
+    ///
+    /// `s` must be the `sched` of a live `SchedNode<B>`.
+    unsafe fn node_of<'a>(s: *mut bindings::drm_gpu_scheduler) -> &'a SchedNode<B> {
+        // SAFETY: Caller's guarantee: `s` points to the `sched` field of a live node.
         unsafe {
-            &(*crate::container_of!(
+            &*crate::container_of!(
                 s.cast::<Opaque<bindings::drm_gpu_scheduler>>(),
                 SchedNode<B>,
                 sched
-            ))
-            .backend
+            )
         }
     }
 
@@ -333,7 +346,15 @@ impl<B: Backend> Scheduler<B> {
         // ours.
         let sched = unsafe { (*sj).sched };
         // SAFETY: As in `run_job_cb`.
-        let backend = unsafe { Self::backend_of(sched) };
+        let node = unsafe { Self::node_of(sched) };
+        if node.dying.load(Ordering::Acquire) {
+            // The scheduler is being torn down: restarting submission now would queue
+            // the submit work again behind `drm_sched_fini`'s stop, onto run queues it
+            // frees. Put the job back where `drm_sched_stop` would and do not re-arm.
+            // SAFETY: `sj` is the job drm_sched just took off its pending list for us.
+            return unsafe { bindings::aikrs_sched_timedout_dying(sj) };
+        }
+        let backend = &node.backend;
         // SAFETY: `sched` is initialised and this is its timeout handler. `sj` is the job
         // drm_sched just handed us (`bad`): `drm_sched_stop` re-inserts it or, if it has
         // finished, leaves it to drm_sched to free after we return; it frees only other
@@ -377,6 +398,18 @@ impl<B: Backend> Scheduler<B> {
 
 impl<B: Backend> Drop for Scheduler<B> {
     fn drop(&mut self) {
+        // A timeout handler that saw `dying` clear may restart submission
+        // (`aikrs_sched_start`); the cancel waits for it (and drops the re-arms it makes
+        // meanwhile) before `drm_sched_fini` stops submission for good. A handler that
+        // runs after the cancel returned (a timeout armed again by the submit or free
+        // work) sees `dying` set and leaves submission alone.
+        //
+        // Jobs still pending here are not freed (no `cancel_job`): their owner must have
+        // finished them first, as the gang driver's model GPU does by signalling every
+        // hardware fence before it drops its schedulers.
+        self.node.dying.store(true, Ordering::Release);
+        // SAFETY: Initialised (invariant).
+        unsafe { bindings::aikrs_sched_cancel_timeout(self.raw()) };
         // SAFETY: Initialised (invariant); the owner has destroyed the entities first
         // (`Entity::new`'s contract).
         unsafe { bindings::drm_sched_fini(self.raw()) };
