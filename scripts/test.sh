@@ -110,10 +110,30 @@ for v in $vers; do
 	single "$v" "$AIK_ROOT/scripts/guest.sh" "$v" --mode test --smp 2 --timeout 90 \
 		--append "aikrs.guest_selftest=hang kunit.enable=0" \
 		--expect-fail 'negative control: hanging' --expect-fail 'guest hung: killed after'
-	# The TLB guest test must catch a revoke that skips its flush.
-	single "$v" "$AIK_ROOT/scripts/guest.sh" "$v" --mode test --smp 4 --timeout 600 \
+	# The TLB guest test must fail with a revoke that skips its flush. That alone
+	# can come from the missing flush rounds, which it also checks; the control
+	# passes only if its readers saw stale or poisoned values, which is what the
+	# detector is for. Under TCG they have not always (0 of millions of reads in some
+	# runs, on 6.12 and on 7.3): such a run is a skip with that reason, not a pass.
+	tmp=$(mktemp)
+	if "$AIK_ROOT/scripts/guest.sh" "$v" --mode test --smp 4 --timeout 600 \
 		--append "aikrs.only=tlb_test aikrs.modules=aikrs_tlb aikrs.tlb_negative_control kunit.enable=0" \
-		--expect-fail '^not ok [0-9]+ tlb_test'
+		--expect-fail '^not ok [0-9]+ tlb_test' >"$tmp" 2>&1; then
+		cat "$tmp" >&2
+		out=$(sed -n 's/.*log: \(.*\)\.log).*/\1.out/p' "$tmp" | head -n1)
+		stale='not ok [0-9]+ negative_control_noflush # [0-9]+ reads, ([1-9][0-9]* stale|[0-9]+ stale, [1-9][0-9]* poisoned)'
+		if [ -f "$out" ] && grep -qE "$stale" "$out"; then
+			note "Linux $v tlb negative control: the readers saw stale or poisoned values"
+			add "$v" 1 0 0
+		else
+			note "SKIP Linux $v tlb negative control: tlb_test failed, but its readers saw no stale value with the flush skipped (known gap)"
+			add "$v" 0 0 1
+		fi
+	else
+		cat "$tmp" >&2
+		add "$v" 0 1 0
+	fi
+	rm -f "$tmp"
 done
 
 echo
