@@ -61,21 +61,30 @@
 
 /* ---- run time and seed ---- */
 
-/* The value of `name=N` on the kernel command line (decimal or 0x hex): 1 if found. */
-static inline int fz_cmdline_u64(const char *name, uint64_t *v)
+/* The kernel command line into `buf` (NUL-terminated): 1, or 0 if unreadable. */
+static inline int fz_cmdline_read(char *buf, size_t size)
 {
-	char buf[4096];
-	size_t len = strlen(name);
 	int fd = open("/proc/cmdline", O_RDONLY);
 	ssize_t n;
 
 	if (fd < 0)
 		return 0;
-	n = read(fd, buf, sizeof(buf) - 1);
+	n = read(fd, buf, size - 1);
 	close(fd);
 	if (n <= 0)
 		return 0;
 	buf[n] = 0;
+	return 1;
+}
+
+/* The value of `name=N` on the kernel command line (decimal or 0x hex): 1 if found. */
+static inline int fz_cmdline_u64(const char *name, uint64_t *v)
+{
+	char buf[4096];
+	size_t len = strlen(name);
+
+	if (!fz_cmdline_read(buf, sizeof(buf)))
+		return 0;
 	for (char *p = buf; (p = strstr(p, name)); p += len) {
 		if ((p != buf && p[-1] != ' ') || p[len] != '=')
 			continue;
@@ -90,16 +99,9 @@ static inline int fz_cmdline_has(const char *word)
 {
 	char buf[4096];
 	size_t len = strlen(word);
-	int fd = open("/proc/cmdline", O_RDONLY);
-	ssize_t n;
 
-	if (fd < 0)
+	if (!fz_cmdline_read(buf, sizeof(buf)))
 		return 0;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = 0;
 	for (char *p = buf; (p = strstr(p, word)); p += len)
 		if ((p == buf || p[-1] == ' ') && (p[len] == '=' || p[len] == ' ' ||
 						   p[len] == '\n' || !p[len]))
