@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include <lib/test_hmm_uapi.h>
+#include "../../tools/testing/aikrs/wait_child.h"
 
 /* Linux 7 ABI; the Rust driver has it on every kernel. */
 #ifndef HMM_DMIRROR_FLAGS
@@ -579,21 +580,6 @@ static uint64_t user_end(void)
 		return (1UL << 47) - PAGE;
 	munmap(p, PAGE);
 	return p == hint ? (1UL << 56) - PAGE : (1UL << 47) - PAGE;
-}
-
-/* Waits up to `ms` milliseconds for child `pid` to end: 1 (and its status), else 0. */
-static int wait_ms(pid_t pid, int ms, int *status)
-{
-	for (int t = 0; t <= ms; t += 10) {
-		pid_t r = waitpid(pid, status, WNOHANG);
-
-		if (r == pid)
-			return 1;
-		if (r < 0)
-			return 0;
-		usleep(10000);
-	}
-	return 0;
 }
 
 /* Seconds a command with the largest arguments may take (its child's alarm). */

@@ -18,6 +18,7 @@
  * proves it can see a missed flush.
  */
 #include "tlb_user.h"
+#include "../../tools/testing/aikrs/wait_child.h"
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -337,21 +338,6 @@ static void counters(void)
 }
 
 /* ---- the largest arguments: bounded and killable ---- */
-
-/* Waits up to `ms` milliseconds for child `pid` to end: 1 (and its status), else 0. */
-static int wait_ms(pid_t pid, int ms, int *status)
-{
-	for (int t = 0; t <= ms; t += 10) {
-		pid_t r = waitpid(pid, status, WNOHANG);
-
-		if (r == pid)
-			return 1;
-		if (r < 0)
-			return 0;
-		usleep(10000);
-	}
-	return 0;
-}
 
 /*
  * Seconds the largest create and revokes may take together (the child's alarm): a

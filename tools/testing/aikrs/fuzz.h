@@ -36,6 +36,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "wait_child.h"
 
 #define FZ_PAGE 4096UL
 #define FZ_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -615,11 +616,7 @@ static inline int fz_reap(pid_t pid, int ms, int part, const char *what)
 	}
 	kill(pid, SIGKILL);
 	fz_finding(part, "%s: child still running after %d ms, killed", what, ms);
-	for (int t = 0; t < 10000; t += 10) {
-		if (waitpid(pid, &status, WNOHANG) == pid)
-			break;
-		usleep(10000);
-	}
+	wait_ms(pid, 10000, &status);
 	atomic_store(&fz_sh->child, 0);
 	return 0;
 }
