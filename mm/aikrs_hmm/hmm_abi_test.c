@@ -27,17 +27,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <lib/test_hmm_uapi.h>
 #include "../../tools/testing/aikrs/wait_child.h"
+#include "hmm_user.h"
 
-/* Linux 7 ABI; the Rust driver has it on every kernel. */
-#ifndef HMM_DMIRROR_FLAGS
-#define HMM_DMIRROR_FLAGS _IOWR('H', 0x08, struct hmm_dmirror_cmd)
-#endif
-/* Linux 7 ABI, where the kernel has hmm_range_fault_unlocked_timeout() (else EINVAL). */
-#ifndef HMM_DMIRROR_READ_UNLOCKED
-#define HMM_DMIRROR_READ_UNLOCKED _IOWR('H', 0x09, struct hmm_dmirror_cmd)
-#endif
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
 #endif
