@@ -558,6 +558,262 @@ static void test_close_while_migrating(void)
 	result(ok, "close_while_migrating");
 }
 
+struct freer {
+	int fd;
+	char *buf, *out;
+	size_t n;
+	int val;
+	atomic_int *stop;
+	long rounds, bad;
+};
+
+/* Moves its buffer to device memory and back: each return frees n device pages. */
+static void *free_loop(void *arg)
+{
+	struct freer *f = arg;
+
+	while (!atomic_load(f->stop)) {
+		cmd(f->fd, HMM_DMIRROR_MIGRATE_TO_DEV, (uintptr_t)f->buf, f->out, f->n, NULL);
+		cmd(f->fd, HMM_DMIRROR_MIGRATE_TO_SYS, (uintptr_t)f->buf, f->out, f->n, NULL);
+		if (!all(f->buf, f->val, f->n * PAGE))
+			f->bad++;
+		f->rounds++;
+	}
+	return NULL;
+}
+
+struct releaser {
+	int fd;
+	uintptr_t addr;
+	atomic_int *stop;
+	long calls, ok, busy, other;
+};
+
+/* RELEASEs the device's memory in a loop; counts the answers. */
+static void *release_loop(void *arg)
+{
+	struct releaser *r = arg;
+
+	while (!atomic_load(r->stop)) {
+		int e = cmd(r->fd, HMM_DMIRROR_RELEASE, r->addr, NULL, 1, NULL);
+
+		r->calls++;
+		if (e == 0)
+			r->ok++;
+		else if (e == -EBUSY)
+			r->busy++;
+		else
+			r->other++;
+	}
+	return NULL;
+}
+
+#define RELEASE_RACE_S 8
+
+/*
+ * Device pages freed while the device memory is released (a race of issue 14: a
+ * page freed during a RELEASE went back to the free list of a range the RELEASE then
+ * unmapped, so a later allocation used a freed struct page). Two threads move 2 MiB
+ * buffers to device memory and back (every return frees 512 device pages) while a
+ * third RELEASEs the device's memory in a loop, for RELEASE_RACE_S seconds; then the
+ * device memory is allocated and freed again and every byte checked. RELEASE may
+ * answer -EBUSY (pages in use); any other error, or a byte lost, fails the case, and
+ * a freed struct page handed out again is a kernel report.
+ */
+static void test_release_vs_page_free(void)
+{
+	const size_t n = 512;
+	atomic_int stop = 0;
+	struct freer f[2];
+	struct releaser r = { .stop = &stop };
+	pthread_t th[3];
+	char *buf = map_anon(n * PAGE), *out = map_anon(n * PAGE);
+	long after = 0, bad = 0;
+	int ok = 1;
+
+	for (int i = 0; i < 2; i++) {
+		f[i] = (struct freer){ .fd = dev_open(0), .buf = map_anon(n * PAGE),
+				       .out = map_anon(n * PAGE), .n = n, .val = 0x31 + i,
+				       .stop = &stop };
+		memset(f[i].buf, f[i].val, n * PAGE);
+		pthread_create(&th[i], NULL, free_loop, &f[i]);
+	}
+	r.fd = dev_open(0);
+	r.addr = (uintptr_t)f[0].buf;
+	pthread_create(&th[2], NULL, release_loop, &r);
+	sleep(RELEASE_RACE_S);
+	atomic_store(&stop, 1);
+	for (int i = 0; i < 3; i++)
+		pthread_join(th[i], NULL);
+	/* Allocate and free the device memory again: every page must be sound. */
+	memset(buf, 0x5a, n * PAGE);
+	for (int i = 0; i < 20; i++) {
+		if (cmd(r.fd, HMM_DMIRROR_MIGRATE_TO_DEV, (uintptr_t)buf, out, n, NULL) ||
+		    cmd(r.fd, HMM_DMIRROR_MIGRATE_TO_SYS, (uintptr_t)buf, out, n, NULL))
+			bad++;
+		after++;
+	}
+	ok &= all(buf, 0x5a, n * PAGE);
+	ok &= !f[0].bad && !f[1].bad && !r.other && bad == 0;
+	ok &= f[0].rounds + f[1].rounds > 0 && r.calls > 0;
+	printf("# release_vs_page_free: %ld + %ld migration rounds (%ld + %ld with lost data), "
+	       "%ld RELEASEs (%ld ok, %ld -EBUSY, %ld other), %ld rounds after (%ld failed)\n",
+	       f[0].rounds, f[1].rounds, f[0].bad, f[1].bad, r.calls, r.ok, r.busy, r.other,
+	       after, bad);
+	for (int i = 0; i < 2; i++) {
+		close(f[i].fd);
+		munmap(f[i].buf, n * PAGE);
+		munmap(f[i].out, n * PAGE);
+	}
+	close(r.fd);
+	munmap(buf, n * PAGE);
+	munmap(out, n * PAGE);
+	result(ok, "release_vs_page_free");
+}
+
+struct remapper {
+	int fd, pagemap;
+	char *at, *out;
+	size_t n;
+	int val;
+	atomic_int *stop;
+	long rounds, on_dev, bad, mmap_err;
+	atomic_long caught;	/* read by the main thread meanwhile */
+};
+
+/* The /proc/self/pagemap entry of `addr` (bit 62: a swap-type entry, bits 0-4 its type). */
+static uint64_t pagemap_entry(int fd, const void *addr)
+{
+	uint64_t e = 0;
+
+	if (pread(fd, &e, sizeof(e), (off_t)((uintptr_t)addr / PAGE * sizeof(e))) != sizeof(e))
+		return 0;
+	return e;
+}
+
+#define PM_SWAP (1ULL << 62)
+#define PM_SWAP_TYPE(e) ((e) & 0x1f)
+
+/*
+ * Maps fresh memory over its range with MAP_FIXED (freeing the old mapping's
+ * anon_vma), fills it and moves it to device memory; then watches the first page's
+ * pagemap entry: when a RELEASE's eviction replaces the device-private entry with a
+ * migration entry (another swap type), the next MAP_FIXED runs at once, inside the
+ * eviction's window between its unmap and its migrate_device_finalize(). A page that
+ * came back to system memory (the eviction finished) must hold its data.
+ */
+static void *remap_loop(void *arg)
+{
+	struct remapper *m = arg;
+
+	while (!atomic_load(m->stop)) {
+		struct hmm_dmirror_cmd c = { 0 };
+		uint64_t e, type;
+
+		if (mmap(m->at, m->n * PAGE, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != m->at) {
+			m->mmap_err++;
+			break;
+		}
+		memset(m->at, m->val, m->n * PAGE);
+		m->rounds++;
+		if (cmd(m->fd, HMM_DMIRROR_MIGRATE_TO_DEV, (uintptr_t)m->at, m->out, m->n, &c) ||
+		    !c.cpages)
+			continue;
+		m->on_dev += (long)c.cpages;
+		e = pagemap_entry(m->pagemap, m->at);
+		if (!(e & PM_SWAP))
+			continue;
+		type = PM_SWAP_TYPE(e);
+		/* Up to about 2 s: a RELEASE comes every few hundred ms. */
+		for (long i = 0; i < 200000 && !atomic_load(m->stop); i++) {
+			e = pagemap_entry(m->pagemap, m->at);
+			if (!(e & PM_SWAP)) {
+				/* Evicted and mapped again: the data must be there. */
+				if (!all(m->at, m->val, m->n * PAGE))
+					m->bad++;
+				break;
+			}
+			if (PM_SWAP_TYPE(e) != type) {
+				m->caught++;
+				break;
+			}
+		}
+	}
+	return NULL;
+}
+
+/*
+ * RELEASE against munmap (issue 14, found by the fuzzer): a RELEASE evicts device
+ * pages by pfn (migrate_device_range(), no mmap_lock). Linux's migrate_device_unmap()
+ * did not pin the folios' anon_vma, so a munmap() between the eviction's unmap and
+ * its migrate_device_finalize() freed the anon_vma that remove_migration_ptes() then
+ * walked (KASAN: slab-use-after-free in rmap_walk_anon). Fixed by the carried kernel
+ * patch "mm/migrate_device: pin the anon_vma" in scripts/patches/. Two threads map
+ * fresh memory over their ranges with MAP_FIXED, fill them and move them to device
+ * memory, while a third RELEASEs, for RELEASE_RACE_S seconds and until remaps ran
+ * inside evictions. A kernel report fails the run; here: data read back must be
+ * intact, RELEASE answers 0 or -EBUSY, and remaps must have run inside an eviction
+ * (else the race was never set up).
+ */
+static void test_release_vs_munmap(void)
+{
+	const size_t n = 256;
+	atomic_int stop = 0;
+	struct remapper m[2];
+	struct releaser r = { .stop = &stop };
+	pthread_t th[3];
+	int ok = 1;
+
+	for (int i = 0; i < 2; i++) {
+		/*
+		 * Between PROT_NONE guards: a neighbouring anon mapping would share
+		 * (and keep alive) the range's anon_vma.
+		 */
+		char *g = mmap(NULL, (n + 2) * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS,
+			       -1, 0);
+
+		if (g == MAP_FAILED) {
+			printf("# mmap: %s\n", strerror(errno));
+			exit(1);
+		}
+		m[i] = (struct remapper){ .fd = dev_open(0), .at = g + PAGE,
+					  .pagemap = open("/proc/self/pagemap", O_RDONLY),
+					  .out = map_anon(n * PAGE), .n = n, .val = 0x41 + i,
+					  .stop = &stop };
+		pthread_create(&th[i], NULL, remap_loop, &m[i]);
+	}
+	r.fd = dev_open(0);
+	r.addr = (uintptr_t)m[0].at;
+	pthread_create(&th[2], NULL, release_loop, &r);
+	/* At least RELEASE_RACE_S, and until 4 remaps ran inside an eviction (30 s at most). */
+	for (int s = 1; s <= 30; s++) {
+		sleep(1);
+		if (s >= RELEASE_RACE_S && m[0].caught + m[1].caught >= 4)
+			break;
+	}
+	atomic_store(&stop, 1);
+	for (int i = 0; i < 3; i++)
+		pthread_join(th[i], NULL);
+	for (int i = 0; i < 2; i++)
+		ok &= !m[i].bad && !m[i].mmap_err && m[i].on_dev > 0;
+	/* No remap inside an eviction: the race was never set up, the case proves nothing. */
+	ok &= !r.other && r.ok > 0 && m[0].caught + m[1].caught > 0;
+	printf("# release_vs_munmap: %ld + %ld remap rounds (%ld + %ld pages to the device, "
+	       "%ld + %ld remaps inside an eviction, %ld + %ld with lost data, %ld + %ld mmap "
+	       "errors), %ld RELEASEs (%ld ok, %ld -EBUSY, %ld other)\n", m[0].rounds,
+	       m[1].rounds, m[0].on_dev, m[1].on_dev, (long)m[0].caught, (long)m[1].caught,
+	       m[0].bad, m[1].bad, m[0].mmap_err, m[1].mmap_err, r.calls, r.ok, r.busy, r.other);
+	for (int i = 0; i < 2; i++) {
+		close(m[i].fd);
+		close(m[i].pagemap);
+		munmap(m[i].at - PAGE, (n + 2) * PAGE);
+		munmap(m[i].out, n * PAGE);
+	}
+	close(r.fd);
+	result(ok, "release_vs_munmap");
+}
+
 /*
  * The end of the user address space (x86-64 TASK_SIZE): 2^56 - 4 KiB with 5-level
  * paging (an address above 2^47 can be mapped), else 2^47 - 4 KiB.
@@ -745,7 +1001,7 @@ int main(void)
 
 	for (unsigned int i = 0; i < nreq; i++)
 		nkill += reqs[i].kill_len != 0;
-	printf("KTAP version 1\n1..%u\n", 7 + nreq + nkill);
+	printf("KTAP version 1\n1..%u\n", 9 + nreq + nkill);
 	test_snapshot_layout();
 	test_bad_input();
 	test_invalidation();
@@ -753,6 +1009,8 @@ int main(void)
 	test_write_shared_device_page();
 	test_huge_device_folio();
 	test_close_while_migrating();
+	test_release_vs_page_free();
+	test_release_vs_munmap();
 	printf("# user address space ends at %#llx\n", (unsigned long long)end);
 	for (unsigned int i = 0; i < nreq; i++)
 		test_huge_args(reqs[i].name, reqs[i].req, end);
