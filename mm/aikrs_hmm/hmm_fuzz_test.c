@@ -126,16 +126,6 @@ static char *rw_view, *ro_view, *none_page;
 static char *outs[NCTX];
 static _Atomic int stop, finished;
 static _Atomic uint64_t last_release;
-/*
- * RELEASE only with aikrs.fuzz_release=1. Known bug, found by this fuzzer (issue 14,
- * open): RELEASE evicts device pages with migrate_device_range(), which does not pin
- * the pages' anon_vma as mm/migrate.c does; the churn thread's munmap/mmap(MAP_FIXED)
- * of a range meanwhile frees it, and migrate_device_finalize()'s
- * remove_migration_ptes() walks the freed anon_vma (KASAN slab-use-after-free in
- * rmap_walk_anon, Linux 6.12). Off by default until it is fixed, so make test stays a
- * test of everything else; on, it reproduces the report.
- */
-static int release_on;
 static uint64_t seed;
 static int some_data = 1; /* an address in the binary's data */
 
@@ -426,8 +416,6 @@ static void fuzz_one(struct ctx *c)
 	pick = (unsigned int)fz_below(s, w);
 	while (pick >= weights[which])
 		pick -= weights[which++];
-	if (which == C_RELEASE && !release_on)
-		which = C_SNAPSHOT;
 	if (which == C_RELEASE) {
 		/* RELEASE removes and later re-adds 256 MiB of device memory: not too often. */
 		uint64_t now = fz_now_ns(), last = atomic_load(&last_release);
@@ -1086,15 +1074,7 @@ int main(void)
 		secs = 5;
 	if (!fz_cmdline_u64("aikrs.fuzz_seed", &seed))
 		seed = fz_now_ns() ^ (uint64_t)getpid() << 32 ^ (uintptr_t)&secs;
-	{
-		uint64_t r = 0;
-
-		release_on = fz_cmdline_u64("aikrs.fuzz_release", &r) && r;
-	}
 	printf("KTAP version 1\n1..%d\n", NPART);
-	if (!release_on)
-		printf("# fuzz: HMM_DMIRROR_RELEASE left out (known anon_vma use-after-free in "
-		       "eviction; aikrs.fuzz_release=1 puts it back)\n");
 	printf("# fuzz: seed=%llu secs=%llu (replay: aikrs.fuzz_seed=%llu aikrs.fuzz_secs=%llu)\n",
 	       (unsigned long long)seed, (unsigned long long)secs, (unsigned long long)seed,
 	       (unsigned long long)secs);
