@@ -933,6 +933,17 @@ fn blocks(start: usize, end: usize) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
+/// Where a device fault of a read or write that missed in its copy window (ending at
+/// `window_end`) stops. The first miss faults the rest of the range, `end` (one device
+/// fault for the whole range, as the C driver counts it); a later miss (pages
+/// invalidated since) only the window, so that invalidations running meanwhile cannot
+/// make the work quadratic in the range (each miss faulting the whole rest again).
+fn fault_end(faulted: &mut bool, window_end: usize, end: usize) -> usize {
+    let to = if *faulted { window_end.min(end) } else { end };
+    *faulted = true;
+    to
+}
+
 /// Page `i` of a bounce buffer.
 fn page_mut(buf: &mut [u8], i: usize) -> Option<&mut [u8; PAGE_SIZE]> {
     buf.get_mut(i * PAGE_SIZE..(i + 1) * PAGE_SIZE)?
@@ -1025,6 +1036,7 @@ impl MirrorFile {
         let (start, end) = self.range(cmd)?;
         let mut bounce = VVec::<u8>::from_elem(0, COPY_CHUNK * PAGE_SIZE, GFP_KERNEL)?;
         let mut pos = start;
+        let mut faulted = false;
         while pos < end {
             cpu::cond_resched_killable()?;
             let n = ((end - pos) / PAGE_SIZE).min(COPY_CHUNK);
@@ -1038,7 +1050,8 @@ impl MirrorFile {
             self.dev.counters.add(ctr::PAGES_READ, done as u64);
             pos += done * PAGE_SIZE;
             if done < n {
-                self.fault(pos, end, false, unlocked)?;
+                let to = fault_end(&mut faulted, pos + (n - done) * PAGE_SIZE, end);
+                self.fault(pos, to, false, unlocked)?;
                 cmd.faults += 1;
                 self.dev.counters.add(ctr::DEVICE_FAULTS, 1);
             }
@@ -1051,6 +1064,7 @@ impl MirrorFile {
         let (start, end) = self.range(cmd)?;
         let mut bounce = VVec::<u8>::from_elem(0, COPY_CHUNK * PAGE_SIZE, GFP_KERNEL)?;
         let mut pos = start;
+        let mut faulted = false;
         while pos < end {
             let n = ((end - pos) / PAGE_SIZE).min(COPY_CHUNK);
             let off = (pos - start) as u64;
@@ -1077,7 +1091,8 @@ impl MirrorFile {
                     }
                 }
                 if done < n {
-                    self.fault(pos + done * PAGE_SIZE, end, true, false)?;
+                    let to = fault_end(&mut faulted, pos + n * PAGE_SIZE, end);
+                    self.fault(pos + done * PAGE_SIZE, to, true, false)?;
                     cmd.faults += 1;
                     self.dev.counters.add(ctr::DEVICE_FAULTS, 1);
                 }
