@@ -22,6 +22,7 @@
  *    range.
  */
 
+#include <linux/atomic.h>
 #include <linux/mm.h>
 #include <linux/mm_inline.h>
 #include <linux/mm_types.h>
@@ -31,6 +32,8 @@
 #include <linux/sched/mm.h>
 #include <linux/smp.h>
 #include <linux/version.h>
+#include <linux/vmstat.h>
+#include <asm/cpufeature.h>
 #include <asm/hardirq.h>
 #include <asm/tlbflush.h>
 
@@ -73,24 +76,85 @@ void aikrs_tlb_mmbatch_flush(struct aikrs_tlb_mmbatch *b)
 	arch_tlbbatch_flush((struct arch_tlbflush_unmap_batch *)b);
 }
 
+/* Runs of the per-page kernel invalidation on each CPU, since boot (for tests). */
+static DEFINE_PER_CPU(u64, aikrs_tlb_kernel_runs);
+
+/* One per-page kernel round: its ranges and the CPUs that ran it. */
+struct aikrs_tlb_kernel_round {
+	const struct aikrs_tlb_krange *ranges;
+	/* The CPU that started the round (it runs the function without an IPI). */
+	int caller;
+	/* Runs of the function on other CPUs, counted by those CPUs. */
+	atomic_t remote;
+};
+
 static void aikrs_tlb_kernel_pages_func(void *info)
 {
-	const struct aikrs_tlb_krange *r = info;
+	struct aikrs_tlb_kernel_round *round = info;
+	const struct aikrs_tlb_krange *r;
 	unsigned long addr;
 
-	for (; r->end; r++)
+	for (r = round->ranges; r->end; r++)
 		for (addr = r->start; addr < r->end; addr += 1UL << r->stride_shift)
 			flush_tlb_one_kernel(addr);
+	this_cpu_inc(aikrs_tlb_kernel_runs);
+	if (smp_processor_id() != round->caller)
+		atomic_inc(&round->remote);
 }
 
-void aikrs_tlb_flush_kernel_pages(const struct aikrs_tlb_krange *ranges)
+/*
+ * Invalidates every page of @ranges on every online CPU in one on_each_cpu()
+ * round. Returns how many CPUs other than the calling one ran the invalidation
+ * in that round: each of them counts itself, so the number is what the round
+ * reached, not what it was asked to reach.
+ */
+unsigned int aikrs_tlb_flush_kernel_pages(const struct aikrs_tlb_krange *ranges)
 {
-	on_each_cpu(aikrs_tlb_kernel_pages_func, (void *)ranges, 1);
+	struct aikrs_tlb_kernel_round round = {
+		.ranges = ranges,
+		.remote = ATOMIC_INIT(0),
+	};
+
+	/* on_each_cpu() waits for every CPU, so @round outlives every run. */
+	round.caller = get_cpu();
+	on_each_cpu(aikrs_tlb_kernel_pages_func, &round, 1);
+	put_cpu();
+	return atomic_read(&round.remote);
+}
+
+/* How many times @cpu ran a per-page kernel invalidation, counted on that CPU. */
+u64 aikrs_tlb_kernel_runs_on(unsigned int cpu)
+{
+	if (cpu >= nr_cpu_ids || !cpu_possible(cpu))
+		return 0;
+	return READ_ONCE(per_cpu(aikrs_tlb_kernel_runs, cpu));
 }
 
 void aikrs_tlb_flush_all(void)
 {
 	flush_tlb_all();
+}
+
+/*
+ * The kernel's count of the TLB flushes @cpu ran for others (vm event
+ * nr_tlb_remote_flush_received: each run of flush_tlb_all()'s callback, the
+ * calling CPU's included, and each user-space flush IPI received), or -1 where
+ * the kernel does not count them: without CONFIG_DEBUG_TLBFLUSH, or when
+ * flush_tlb_all() invalidates by broadcast (INVLPGB) and runs no callback.
+ */
+s64 aikrs_tlb_flushes_received(unsigned int cpu)
+{
+#if defined(CONFIG_DEBUG_TLBFLUSH) && defined(CONFIG_VM_EVENT_COUNTERS)
+#ifdef X86_FEATURE_INVLPGB
+	if (cpu_feature_enabled(X86_FEATURE_INVLPGB))
+		return -1;
+#endif
+	if (cpu >= nr_cpu_ids || !cpu_possible(cpu))
+		return -1;
+	return READ_ONCE(per_cpu(vm_event_states, cpu).event[NR_TLB_REMOTE_FLUSH_RECEIVED]);
+#else
+	return -1;
+#endif
 }
 
 /*

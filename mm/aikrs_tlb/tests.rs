@@ -6,9 +6,9 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::aikrs::{
-    kthread,
+    cpu, kthread,
     kunit::Test,
-    tlb::{Batch, DEFAULT_CEILING},
+    tlb::{self, Batch, DEFAULT_CEILING},
     vmap::{read_u64_nofault, Vmap},
 };
 use kernel::page::{Page, PAGE_SIZE};
@@ -44,10 +44,68 @@ fn read_everywhere(start: usize, n: usize) -> Result<(u64, u64)> {
     Ok((ok.load(Ordering::Relaxed), bad.load(Ordering::Relaxed)))
 }
 
+/// The online CPUs.
+fn online() -> Result<KVec<u32>> {
+    let mut v = KVec::new();
+    for c in cpu::online_cpus() {
+        v.push(c, GFP_KERNEL)?;
+    }
+    Ok(v)
+}
+
+/// The per-page kernel invalidations each CPU of `cpus` ran so far, as each counted them
+/// ([`tlb::kernel_runs_on`]), in order.
+fn kernel_runs(cpus: &[u32]) -> Result<KVec<u64>> {
+    let mut v = KVec::with_capacity(cpus.len(), GFP_KERNEL)?;
+    for &c in cpus {
+        v.push(tlb::kernel_runs_on(c), GFP_KERNEL)?;
+    }
+    Ok(v)
+}
+
+/// Expects each CPU of `cpus` to have run exactly `rounds` per-page kernel invalidations
+/// since `before` ([`kernel_runs`] of the same CPUs): one per round, on every CPU.
+fn expect_kernel_runs(t: &Test, cpus: &[u32], before: &[u64], rounds: u64) -> Result {
+    let after = kernel_runs(cpus)?;
+    for ((&c, &b0), &b1) in cpus.iter().zip(before.iter()).zip(after.iter()) {
+        let runs = b1.wrapping_sub(b0);
+        aikrs_expect!(
+            t,
+            runs == rounds,
+            "CPU {c} ran the per-page invalidation {runs} times, not {rounds}"
+        );
+    }
+    Ok(())
+}
+
+/// The kernel's count of TLB flushes received ([`tlb::flushes_received`]) of each CPU of
+/// `cpus`, in order; `None` where the kernel does not count them.
+fn received(cpus: &[u32]) -> Result<Option<KVec<u64>>> {
+    let mut v = KVec::with_capacity(cpus.len(), GFP_KERNEL)?;
+    for &c in cpus {
+        let Some(n) = tlb::flushes_received(c) else {
+            return Ok(None);
+        };
+        v.push(n, GFP_KERNEL)?;
+    }
+    Ok(Some(v))
+}
+
 /// Clears and flushes `n` mapped pages; afterwards no CPU may still read them.
+///
+/// The round must reach every CPU, as counted on the CPUs that ran the invalidation. Per
+/// page: our own IPI function counts its runs, on each CPU ([`tlb::kernel_runs_on`]),
+/// which must be one on every CPU (none if no IPI went out, several if the pages went
+/// out in several rounds), and for the round ([`tlb::Report::ipis`], the other CPUs).
+/// Full: `flush_tlb_all()`'s callback increments the kernel's
+/// `nr_tlb_remote_flush_received` on every CPU it runs on (`CONFIG_DEBUG_TLBFLUSH`, in
+/// the `.kunitconfig`), which must move on each CPU. At least once, not exactly: the
+/// kernel flushes too (`vfree()` of module memory, `set_memory_*()`) and may do so on
+/// another CPU during the round.
 fn zap_and_check(t: &Test, n: usize, expect_full: bool) -> Result {
     let m = mapped(n)?;
-    let cpus = u64::from(kernel::aikrs::cpu::num_online_cpus());
+    let online = online()?;
+    let cpus = online.len() as u64;
     // Every CPU caches the translations first.
     let (ok, bad) = read_everywhere(m.addr(), n)?;
     aikrs_expect_eq!(t, (ok, bad), (cpus * n as u64, 0));
@@ -55,13 +113,42 @@ fn zap_and_check(t: &Test, n: usize, expect_full: bool) -> Result {
     // SAFETY: Our own mapping; its pages live until `m` is dropped, after the flush.
     let cleared = unsafe { b.zap_kernel(m.addr() as u64, (m.addr() + m.len()) as u64)? };
     aikrs_expect_eq!(t, cleared, n as u64);
+    let mut unmeasured = false;
+    let before = received(&online)?;
+    let runs = kernel_runs(&online)?;
     let r = b.flush();
+    let after = received(&online)?;
     aikrs_expect_eq!(t, r.rounds, 1);
     aikrs_expect_eq!(t, r.requests, 1);
     aikrs_expect_eq!(t, r.full, u64::from(expect_full));
     aikrs_expect_eq!(t, r.per_page, u64::from(!expect_full));
     aikrs_expect_eq!(t, r.pages, if expect_full { 0 } else { n as u64 });
-    aikrs_expect_eq!(t, r.ipis, cpus - 1);
+    if expect_full {
+        // Not page by page as well.
+        expect_kernel_runs(t, &online, &runs, 0)?;
+        // `flush_tlb_all()`'s IPIs are the kernel's (`ipis` does not count them): its
+        // callback's runs, counted by the kernel on each CPU, tell where it went.
+        if let (Some(before), Some(after)) = (&before, &after) {
+            for ((&c, &b0), &b1) in online.iter().zip(before.iter()).zip(after.iter()) {
+                let runs = b1.wrapping_sub(b0);
+                aikrs_expect!(
+                    t,
+                    runs >= 1,
+                    "CPU {c} did not run flush_tlb_all()'s callback ({runs} runs)"
+                );
+            }
+        } else {
+            unmeasured = true;
+        }
+    } else {
+        expect_kernel_runs(t, &online, &runs, 1)?;
+        aikrs_expect_eq!(
+            t,
+            r.ipis,
+            cpus - 1,
+            "every other CPU must run the per-page invalidation once"
+        );
+    }
     // No CPU may still translate any of the pages.
     let (ok, bad) = read_everywhere(m.addr(), n)?;
     aikrs_expect_eq!(
@@ -70,6 +157,10 @@ fn zap_and_check(t: &Test, n: usize, expect_full: bool) -> Result {
         (0, cpus * n as u64),
         "stale translations after the flush"
     );
+    if unmeasured && !t.failed() {
+        // Everything else passed, but the round's reach was not counted: say so.
+        t.skip(c"no per-CPU count of flush_tlb_all() runs (CONFIG_DEBUG_TLBFLUSH, INVLPGB)");
+    }
     Ok(())
 }
 
@@ -83,8 +174,11 @@ fn kernel_full_above_ceiling(t: &Test) -> Result {
     zap_and_check(t, 40, true)
 }
 
-/// Overlapping and adjacent requests merge; a batch is one round; an empty one none.
+/// Overlapping and adjacent requests merge; a batch is one round, which each other CPU
+/// runs once (counted by those CPUs), whatever the number of ranges; an empty one none.
 fn merge_and_counts(t: &Test) -> Result {
+    let online = online()?;
+    let others = online.len() as u64 - 1;
     let m = mapped(8)?;
     let a = m.addr() as u64;
     let pg = PAGE_SIZE as u64;
@@ -94,10 +188,20 @@ fn merge_and_counts(t: &Test) -> Result {
     b.add_kernel(a + pg, a + 3 * pg, 12)?; // overlapping
     b.add_kernel(a + 6 * pg, a + 8 * pg, 12)?; // separate
     aikrs_expect_eq!(t, b.len(), 4);
+    let runs = kernel_runs(&online)?;
     let r = b.flush();
+    expect_kernel_runs(t, &online, &runs, 1)?;
     aikrs_expect_eq!(t, (r.requests, r.merged, r.rounds, r.pages), (4, 2, 1, 6));
+    aikrs_expect_eq!(
+        t,
+        r.ipis,
+        others,
+        "two merged ranges: one run on each other CPU"
+    );
     aikrs_expect!(t, b.is_empty());
+    let runs = kernel_runs(&online)?;
     let r = b.flush();
+    expect_kernel_runs(t, &online, &runs, 0)?;
     aikrs_expect_eq!(
         t,
         (r.requests, r.rounds, r.ipis),
@@ -107,11 +211,15 @@ fn merge_and_counts(t: &Test) -> Result {
     Ok(())
 }
 
-/// A full batch flushes early instead of dropping anything.
+/// A full batch flushes early instead of dropping anything; each flush is one round that
+/// each other CPU runs once.
 fn early_flush_when_full(t: &Test) -> Result {
+    let online = online()?;
+    let others = online.len() as u64 - 1;
     let m = mapped(8)?;
     let a = m.addr() as u64;
     let pg = PAGE_SIZE as u64;
+    let runs = kernel_runs(&online)?;
     let mut b = Batch::new(2, DEFAULT_CEILING)?;
     for i in 0..5 {
         b.add_kernel(a + 2 * i * pg, a + (2 * i + 1) * pg, 12)?;
@@ -120,6 +228,13 @@ fn early_flush_when_full(t: &Test) -> Result {
     b.flush();
     let total = b.total();
     aikrs_expect_eq!(t, (total.requests, total.rounds, total.pages), (5, 3, 5));
+    expect_kernel_runs(t, &online, &runs, 3)?;
+    aikrs_expect_eq!(
+        t,
+        total.ipis,
+        3 * others,
+        "three rounds: three runs on each other CPU"
+    );
     Ok(())
 }
 

@@ -64,6 +64,26 @@ pub fn shootdowns() -> u64 {
     unsafe { bindings::aikrs_tlb_shootdowns() }
 }
 
+/// How many times `cpu` ran the invalidation of a per-page kernel round since boot, as
+/// counted on that CPU by the invalidation itself (0 for a CPU that is not possible).
+pub fn kernel_runs_on(cpu: u32) -> u64 {
+    // SAFETY: Reads a per-CPU counter; the C side checks `cpu`.
+    unsafe { bindings::aikrs_tlb_kernel_runs_on(cpu) }
+}
+
+/// The kernel's count of the TLB flushes `cpu` ran on behalf of a flushing CPU (vm event
+/// `nr_tlb_remote_flush_received`): one per run of `flush_tlb_all()`'s callback, the
+/// calling CPU's run included, and one per user-space flush IPI received.
+///
+/// `None` where the kernel does not count them: without `CONFIG_DEBUG_TLBFLUSH`, for a
+/// CPU that is not possible, or when `flush_tlb_all()` invalidates by broadcast
+/// (`INVLPGB` on AMD, which Linux 7.3 uses and 6.12 does not) and runs no callback.
+pub fn flushes_received(cpu: u32) -> Option<u64> {
+    // SAFETY: Reads a per-CPU counter; the C side checks `cpu`.
+    let n = unsafe { bindings::aikrs_tlb_flushes_received(cpu) };
+    u64::try_from(n).ok()
+}
+
 /// What one [`Batch::flush`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Report {
@@ -73,9 +93,13 @@ pub struct Report {
     pub merged: u64,
     /// IPI rounds: 0 for an empty batch, else 1.
     pub rounds: u64,
-    /// IPIs the round sent: the change of [`shootdowns`] across it for user spaces (which
-    /// counts any concurrent shootdown too), the online CPUs but this one for kernel ranges
-    /// (they go out as function-call IPIs, not on the TLB vector).
+    /// IPIs the round sent, as counted where they arrive. For user spaces: the change of
+    /// [`shootdowns`] across the round (which counts any concurrent shootdown too). For a
+    /// per-page kernel round: the CPUs other than the flushing one that ran our
+    /// invalidation in it, each counting itself (function-call IPIs, not on the TLB
+    /// vector). For a `flush_tlb_all()` round: 0, its IPIs are the kernel's and not
+    /// counted here (function-call IPIs, or none where it flushes by broadcast); see
+    /// [`flushes_received`].
     pub ipis: u64,
     /// 1 if the round was a full flush.
     pub full: u64,
@@ -338,7 +362,8 @@ impl Batch {
     pub fn flush(&mut self) -> Report {
         let before = shootdowns();
         let mut r = Report::default();
-        let mut kernel_pages = false;
+        // A kernel round: its IPIs are function calls, not counted by `shootdowns`.
+        let mut kernel_round = false;
         {
             let plan = self.plan.plan();
             r.requests = plan.requests;
@@ -348,10 +373,10 @@ impl Batch {
             match plan.action {
                 Action::None => {}
                 Action::KernelPages => {
-                    kernel_pages = true;
+                    kernel_round = true;
                     r.per_page = 1;
                     r.pages = plan.pages;
-                    flush_kernel_pages(plan.ranges);
+                    r.ipis = flush_kernel_pages(plan.ranges);
                 }
                 Action::FullAll => {
                     // SAFETY: Always safe to call from process context.
@@ -361,7 +386,7 @@ impl Batch {
                         // reach secondary TLBs (IOMMU SVA); this does, as the per-mm paths do.
                         unsafe { bindings::aikrs_tlb_notify_secondary(mm) };
                     }
-                    kernel_pages = true;
+                    kernel_round = true;
                 }
                 Action::UserSpan {
                     space,
@@ -395,11 +420,9 @@ impl Batch {
                 }
             }
         }
-        r.ipis = if kernel_pages && r.rounds > 0 {
-            u64::from(crate::aikrs::cpu::num_online_cpus().saturating_sub(1))
-        } else {
-            shootdowns().wrapping_sub(before)
-        };
+        if !kernel_round {
+            r.ipis = shootdowns().wrapping_sub(before);
+        }
         self.plan.clear();
         for &mm in self.mms.iter() {
             // SAFETY: The flush above covered `mm`; we drop our reference and pending count.
@@ -431,13 +454,16 @@ impl Batch {
 }
 
 /// Executes a `KernelPages` plan: one `on_each_cpu` round over a zero-terminated list.
-fn flush_kernel_pages(ranges: &[Range]) {
+/// Returns how many CPUs other than this one ran the invalidation (each counts itself on
+/// the C side); 0 if there was no memory for the list and it fell back to
+/// `flush_tlb_all()`.
+fn flush_kernel_pages(ranges: &[Range]) -> u64 {
     let mut list = KVec::with_capacity(ranges.len() + 1, GFP_KERNEL);
     let Ok(ref mut list) = list else {
         // No memory for the list: a full flush is always correct.
         // SAFETY: Always safe to call from process context.
         unsafe { bindings::aikrs_tlb_flush_all() };
-        return;
+        return 0;
     };
     for r in ranges {
         let k = bindings::aikrs_tlb_krange {
@@ -458,7 +484,7 @@ fn flush_kernel_pages(ranges: &[Range]) {
     );
     // SAFETY: `list` is a zero-terminated array of kernel ranges that outlives the call
     // (`on_each_cpu` waits for every CPU).
-    unsafe { bindings::aikrs_tlb_flush_kernel_pages(list.as_ptr()) };
+    u64::from(unsafe { bindings::aikrs_tlb_flush_kernel_pages(list.as_ptr()) })
 }
 
 /// The C callback of `aikrs_tlb_zap_mapping_noflush`.
