@@ -6,9 +6,9 @@
 use crate::domain::{Config, Domain};
 use crate::rng::Rng;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use kernel::aikrs::{compat::swap_remove, iova::IovaDomain, kthread, kunit::Test};
+use kernel::aikrs::{compat::swap_remove, cpu, iova::IovaDomain, kthread, kunit::Test};
 use kernel::prelude::*;
-use kernel::{aikrs_expect, aikrs_expect_eq, aikrs_kunit_suite};
+use kernel::{aikrs_expect, aikrs_expect_eq, aikrs_kunit_suite, new_spinlock};
 
 fn domain(start: u64, limit: u64, max_live: usize, cache: bool) -> Result<Domain> {
     Domain::new(
@@ -85,16 +85,291 @@ fn functional(t: &Test) -> Result {
     Ok(())
 }
 
+/// Slots of a same-size run: aligned blocks of the run's size, the whole domain.
+const SLOTS: usize = 512;
+
+/// A failed call in a [`SameSize`] record.
+const FAILED: u64 = u64::MAX;
+
+/// What one [`same_size_run`] saw. Every call is one request made to both allocators.
+#[derive(Clone, Copy, Debug, Default)]
+struct SameSize {
+    /// Calls that succeeded in both, and that failed in both.
+    both_ok: u64,
+    both_failed: u64,
+    /// Calls whose outcomes differed from each other or from what the free slots say.
+    mismatches: u64,
+    /// The first of them: (call, ours, iova.c, expected), [`FAILED`] for a failure.
+    /// `expected` is the highest free slot on the tree path; on the cached path 0 (a
+    /// success, anywhere) while a slot is free.
+    first: (u64, u64, u64, u64),
+    /// Answers that break the contract: not a slot of the domain, or a slot already live.
+    contract: u64,
+    /// Our errors other than `ENOSPC` (a failure with a free slot is a mismatch too), and
+    /// frees we refused.
+    errors: u64,
+    /// Free pages after everything was freed: ours (caches drained), iova.c's (tree path;
+    /// its caches are not reachable to drain).
+    free_ours: u64,
+    free_theirs: u64,
+    span: u64,
+}
+
+/// Both allocators over the same domain, given the same requests of one size.
+struct Pair {
+    fast: bool,
+    size: u64,
+    align: u64,
+    start: u64,
+    limit: u64,
+    ours: Domain,
+    theirs: IovaDomain,
+    /// Slots live in ours, and in iova.c.
+    busy_o: [bool; SLOTS],
+    busy_t: [bool; SLOTS],
+    /// The live requests: (our pfn, iova.c's pfn) of each.
+    live: KVec<(u64, u64)>,
+    calls: u64,
+    rec: SameSize,
+}
+
+impl Pair {
+    /// Marks the slot at `pfn` live in `busy`; false if `pfn` is not a slot of the domain
+    /// or the slot is live already.
+    fn claim(busy: &mut [bool; SLOTS], start: u64, align: u64, pfn: u64) -> bool {
+        let Some(off) = pfn.checked_sub(start) else {
+            return false;
+        };
+        let slot = usize::try_from(off / align).ok();
+        match slot.and_then(|i| busy.get_mut(i)) {
+            Some(b) if off % align == 0 && !*b => {
+                *b = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Marks the slot at `pfn` free in `busy` (nothing if `pfn` is not a slot).
+    fn unclaim(busy: &mut [bool; SLOTS], start: u64, align: u64, pfn: u64) {
+        let slot = pfn.checked_sub(start).map(|off| off / align);
+        if let Some(b) = slot.and_then(|i| busy.get_mut(usize::try_from(i).ok()?)) {
+            *b = false;
+        }
+    }
+
+    fn mismatch(&mut self, ours: u64, theirs: u64, expected: u64) {
+        if self.rec.mismatches == 0 {
+            self.rec.first = (self.calls, ours, theirs, expected);
+        }
+        self.rec.mismatches += 1;
+    }
+
+    /// One request to both. Tree path: both must answer the highest free slot (or both
+    /// fail when none is free). Cached path: both must succeed exactly while a slot is
+    /// free, wherever they place it.
+    fn alloc(&mut self) -> Result {
+        self.calls += 1;
+        let highest_free = self
+            .busy_o
+            .iter()
+            .rposition(|&b| !b)
+            .map_or(FAILED, |i| self.start + i as u64 * self.align);
+        let o = match self.ours.alloc(self.size, self.limit) {
+            Ok(p) => p,
+            Err(e) => {
+                if e != ENOSPC {
+                    self.rec.errors += 1;
+                }
+                FAILED
+            }
+        };
+        let th = if self.fast {
+            self.theirs
+                .alloc_fast(self.size as usize, self.limit as usize, true)
+                .map_or(FAILED, |p| p as u64)
+        } else {
+            self.theirs
+                .alloc(self.size as usize, self.limit as usize, true)
+                .map_or(FAILED, |i| i.pfn_lo() as u64)
+        };
+        let space = self.live.len() < SLOTS;
+        let agree = if self.fast {
+            (o != FAILED) == space && (th != FAILED) == space
+        } else {
+            o == highest_free && th == highest_free
+        };
+        if !agree {
+            let expected = match (self.fast, space) {
+                (false, _) => highest_free,
+                (true, true) => 0,
+                (true, false) => FAILED,
+            };
+            self.mismatch(o, th, expected);
+        }
+        let (start, align) = (self.start, self.align);
+        if o != FAILED && !Self::claim(&mut self.busy_o, start, align, o) {
+            self.rec.contract += 1;
+        }
+        if th != FAILED && !Self::claim(&mut self.busy_t, start, align, th) {
+            self.rec.contract += 1;
+        }
+        match (o != FAILED, th != FAILED) {
+            (true, true) => {
+                self.rec.both_ok += 1;
+                self.live.push((o, th), GFP_KERNEL)?;
+            }
+            (false, false) => self.rec.both_failed += 1,
+            // Only one succeeded (a mismatch, counted above): give it back, so that both
+            // hold the same number of live ranges again.
+            (true, false) => {
+                if self.ours.free(o, self.size).is_err() {
+                    self.rec.errors += 1;
+                }
+                Self::unclaim(&mut self.busy_o, start, align, o);
+            }
+            (false, true) => {
+                self.free_theirs(th);
+                Self::unclaim(&mut self.busy_t, start, align, th);
+            }
+        }
+        Ok(())
+    }
+
+    fn free_theirs(&self, th: u64) {
+        if self.fast {
+            self.theirs.free_fast(th as usize, self.size as usize);
+        } else {
+            self.theirs.free_pfn(th as usize);
+        }
+    }
+
+    /// Frees live request `i` in both.
+    fn free(&mut self, i: usize) {
+        if let Some((o, th)) = swap_remove(&mut self.live, i) {
+            if self.ours.free(o, self.size).is_err() {
+                self.rec.errors += 1;
+            }
+            self.free_theirs(th);
+            Self::unclaim(&mut self.busy_o, self.start, self.align, o);
+            Self::unclaim(&mut self.busy_t, self.start, self.align, th);
+        }
+    }
+
+    /// Frees every live request in both, in a random order.
+    fn free_all(&mut self, rng: &mut Rng) {
+        while !self.live.is_empty() {
+            let i = rng.below(self.live.len() as u64) as usize;
+            self.free(i);
+        }
+    }
+}
+
+/// Gives `size`-page requests (limit: the domain's top) to this allocator and to iova.c
+/// over the same domain of [`SLOTS`] aligned slots: fill it until a request fails, random
+/// frees and requests around full, free everything, fill it again, free everything.
+/// `fast` picks our cached path against `alloc_iova_fast`/`free_iova_fast`, else our tree
+/// path against `alloc_iova`/`free_iova`. Returns what it saw, for the test to check.
+///
+/// On the tree path both must return the same pfn for every request: with one size and
+/// one limit iova.c's search (first fit down from its cached node, the last allocation,
+/// which moves above any freed range that is at or above it) never leaves a free slot
+/// above that node, so its first fit is the highest free slot, and this allocator takes
+/// the highest fit. With sizes or limits that vary, iova.c skips holes above its cached
+/// node and the placements differ by design. On the cached path placements depend on
+/// each cache's order, but both must succeed exactly while a slot is free: iova.c
+/// flushes every CPU's cache before failing; this allocator flushes this CPU's and the
+/// depot, which is all of them when the run stays on one CPU (see [`same_size`]).
+fn same_size_run(fast: bool, size: u64, seed: u64) -> Result<SameSize> {
+    let align = size.next_power_of_two();
+    // Above 4 GiB (iova.c's 32-bit cached node and fast-fail are for limits below it),
+    // aligned to every size used.
+    let start = 1u64 << 21;
+    if start & (align - 1) != 0 {
+        return Err(EINVAL);
+    }
+    let limit = start + SLOTS as u64 * align - 1;
+    let mut p = Pair {
+        fast,
+        size,
+        align,
+        start,
+        limit,
+        ours: domain(start, limit, 2 * SLOTS, fast)?,
+        theirs: if fast {
+            IovaDomain::new_with_rcaches(kernel::page::PAGE_SIZE, start as usize)?
+        } else {
+            IovaDomain::new(kernel::page::PAGE_SIZE, start as usize)?
+        },
+        busy_o: [false; SLOTS],
+        busy_t: [false; SLOTS],
+        live: KVec::with_capacity(SLOTS, GFP_KERNEL)?,
+        calls: 0,
+        rec: SameSize {
+            span: limit - start + 1,
+            ..SameSize::default()
+        },
+    };
+    let mut rng = Rng::new(seed);
+    // Fill: SLOTS successes, then a failure in both.
+    for _ in 0..=SLOTS {
+        p.alloc()?;
+    }
+    // Around full: each step frees a random live request or makes a new one.
+    for _ in 0..4 * SLOTS {
+        if !p.live.is_empty() && rng.below(2) == 0 {
+            let i = rng.below(p.live.len() as u64) as usize;
+            p.free(i);
+        } else {
+            p.alloc()?;
+        }
+    }
+    // Everything freed must be allocatable again, from the caches or the tree.
+    p.free_all(&mut rng);
+    for _ in 0..=SLOTS {
+        p.alloc()?;
+    }
+    p.free_all(&mut rng);
+    p.ours.drain();
+    p.rec.free_ours = p.ours.stats().tree.free_pages;
+    p.rec.free_theirs = if fast {
+        p.rec.span
+    } else {
+        p.theirs.free_stats(limit as usize).free as u64
+    };
+    Ok(p.rec)
+}
+
+/// Runs [`same_size_run`] in a kernel thread bound to the first online CPU, so that
+/// every cache it uses is that CPU's and a failure of ours means no free slot anywhere.
+fn same_size(fast: bool, size: u64, seed: u64) -> Result<SameSize> {
+    let first = cpu::online_cpus().next().ok_or(ENODEV)?;
+    let out = KBox::pin_init(
+        new_spinlock!(None::<Result<SameSize>>, "aikrs_iova_test"),
+        GFP_KERNEL,
+    )?;
+    kthread::run_on_each_online_cpu(&|c| {
+        if c == first {
+            let r = same_size_run(fast, size, seed);
+            *out.lock() = Some(r);
+        }
+    })?;
+    let r = out.lock().take();
+    r.ok_or(EINVAL)?
+}
+
 /// Runs one random sequence (sizes from one page to 1 GiB, power-of-two or not, the
 /// domain limit or a lower per-call one, frees of random live ranges) through this
 /// allocator and through iova.c, and checks that both honour the contract on every call:
 /// size-aligned, inside `[start, limit]`, no overlap with any live range of the same
 /// allocator; and that free space is conserved. `fast` picks our cached path against
 /// `alloc_iova_fast`/`free_iova_fast`, else our tree path against `alloc_iova`/`free_iova`.
+/// Returns the calls that succeeded in both.
 ///
-/// The placements themselves differ by design: iova.c searches down from a cached node
-/// (the last allocation), this allocator takes the highest fit under the limit.
-fn run_equivalence(t: &Test, fast: bool, seed: u64) -> Result<(u32, u32)> {
+/// The two are not compared call by call here: with mixed sizes and limits their
+/// placements differ by design (see [`same_size_run`]), so their free space diverges and
+/// so may the success of a later call. [`same_size_run`] compares them.
+fn run_contract(t: &Test, fast: bool, seed: u64) -> Result<u32> {
     let (start, limit) = (1u64, (1u64 << 24) - 1);
     let span = limit - start + 1;
     let ours = domain(start, limit, 4096, fast)?;
@@ -106,7 +381,7 @@ fn run_equivalence(t: &Test, fast: bool, seed: u64) -> Result<(u32, u32)> {
     let mut rng = Rng::new(seed);
     let mut live_o: KVec<(u64, u64)> = KVec::new();
     let mut live_t: KVec<(u64, u64)> = KVec::new();
-    let (mut same, mut both) = (0u32, 0u32);
+    let mut both = 0u32;
     for _ in 0..800 {
         // Limits above 4 GiB: below it iova.c's 32-bit fast-fail heuristics come in.
         let lim = if rng.below(2) == 0 {
@@ -159,9 +434,8 @@ fn run_equivalence(t: &Test, fast: bool, seed: u64) -> Result<(u32, u32)> {
                 aikrs_expect!(t, !overlaps_any(&live_t, q, s), "iova.c overlaps at {q:#x}");
                 live_t.push((q, size), GFP_KERNEL)?;
             }
-            if let (Ok(p), Some(q)) = (o, th) {
+            if o.is_ok() && th.is_some() {
                 both += 1;
-                same += u32::from(p == q as u64);
             }
         } else {
             let i = rng.below(live_o.len() as u64) as usize;
@@ -207,22 +481,72 @@ fn run_equivalence(t: &Test, fast: bool, seed: u64) -> Result<(u32, u32)> {
     }
     ours.drain();
     aikrs_expect_eq!(t, ours.stats().tree.free_pages, span);
-    Ok((same, both))
+    Ok(both)
 }
 
-/// The equivalence runs: tree path against `alloc_iova`, cached path against
-/// `alloc_iova_fast`, two seeds each.
+/// This allocator against iova.c on the same requests: tree path against `alloc_iova`,
+/// cached path against `alloc_iova_fast`. Same-size runs, call by call: the same pfn on
+/// the tree path, the same success on both (see [`same_size_run`]); then random runs of
+/// mixed sizes and limits, in which both must honour the contract.
 fn equivalence(t: &Test) -> Result {
+    for (fast, size) in [
+        (false, 1),
+        (false, 3),
+        (false, 8),
+        (false, 512),
+        (false, 1 << 18),
+        (true, 1),
+        (true, 3),
+        (true, 32),
+        (true, 64),
+        (true, 1 << 18),
+    ] {
+        let r = same_size(fast, size, 0x5eed_0000 ^ size)?;
+        let (call, ours, theirs, expected) = r.first;
+        aikrs_expect!(
+            t,
+            r.mismatches == 0,
+            "fast={fast} size={size}: {} calls differ; first, call {call}: ours {ours:#x}, \
+             iova.c {theirs:#x}, expected {expected:#x} (all ones: failed)",
+            r.mismatches
+        );
+        aikrs_expect!(
+            t,
+            r.contract == 0 && r.errors == 0,
+            "fast={fast} size={size}: {} answers off the slots or on a live one, {} errors",
+            r.contract,
+            r.errors
+        );
+        // Fill, around full, fill again: every run must have met both outcomes.
+        aikrs_expect!(
+            t,
+            r.both_ok >= 2 * SLOTS as u64 && r.both_failed >= 2,
+            "fast={fast} size={size}: {} calls succeeded and {} failed in both",
+            r.both_ok,
+            r.both_failed
+        );
+        aikrs_expect!(
+            t,
+            r.free_ours == r.span && r.free_theirs == r.span,
+            "fast={fast} size={size}: free after the run: ours {}, iova.c {}, of {}",
+            r.free_ours,
+            r.free_theirs,
+            r.span
+        );
+        kernel::pr_info!(
+            "equivalence (fast={fast}, size {size}): {} calls succeeded in both, {} failed in both\n",
+            r.both_ok,
+            r.both_failed
+        );
+    }
     for (fast, seed) in [
         (false, 0x1234_5678_9abc_def1),
         (false, 77),
         (true, 0x0bad_cafe),
         (true, 99),
     ] {
-        let (same, both) = run_equivalence(t, fast, seed)?;
-        kernel::pr_info!(
-            "equivalence (fast={fast}): {both} calls succeeded in both, {same} at the same pfn\n"
-        );
+        let both = run_contract(t, fast, seed)?;
+        kernel::pr_info!("contract (fast={fast}): {both} calls succeeded in both\n");
     }
     Ok(())
 }
