@@ -267,9 +267,17 @@ static void test_close_while_active(void)
 	pid = fork();
 	if (pid == 0) {
 		int fd0 = dev_open(0), fd1 = dev_open(1);
+		int e0, e1;
 
-		cmd(fd0, HMM_DMIRROR_READ, (uintptr_t)c.buf, c.out, c.n, NULL);
-		cmd(fd1, HMM_DMIRROR_WRITE, (uintptr_t)c.buf, c.out, c.n, NULL);
+		/* Device 0 reads the buffer; device 1 writes it back: both must work. */
+		memset(c.out, 0, c.n * PAGE);
+		e0 = cmd(fd0, HMM_DMIRROR_READ, (uintptr_t)c.buf, c.out, c.n, NULL);
+		e1 = cmd(fd1, HMM_DMIRROR_WRITE, (uintptr_t)c.buf, c.out, c.n, NULL);
+		if (e0 || e1 || !all(c.out, 7, c.n * PAGE) || !all(c.buf, 7, c.n * PAGE)) {
+			printf("# child: read %d, write %d, data %s\n", e0, e1,
+			       all(c.out, 7, c.n * PAGE) ? "intact" : "wrong");
+			_exit(1);
+		}
 		_exit(0); /* without closing */
 	}
 	ok &= waitpid(pid, &status, 0) == pid && WIFEXITED(status) && !WEXITSTATUS(status);
