@@ -56,6 +56,8 @@ struct shared {
 	_Atomic int child_ready;
 	int sleepy;	/* readers sleep between passes: their CPUs go idle (lazy TLB) */
 	_Atomic unsigned long stale, poison, reads, late;
+	/* The revoking thread's own reads right after each revoke returned. */
+	unsigned long self_reads, self_stale, self_poison;
 };
 
 struct reader {
@@ -118,9 +120,9 @@ static int stale_check(const char *name, unsigned int n, unsigned int rounds,
 	struct tlbu_bufs b;
 	unsigned int k;
 	pid_t pid = -1;
-	char why[256];
+	char why[512];
 	int i, err = 0, ok;
-	uint64_t ptes = 0, rnds = 0;
+	uint64_t ptes = 0, rnds = 0, ipis = 0;
 
 	memset(s, 0, sizeof(*s));
 	s->sleepy = sleepy;
@@ -155,11 +157,27 @@ static int stale_check(const char *name, unsigned int n, unsigned int rounds,
 	usleep(20000);
 	for (k = 0; k < rounds && !err; k++) {
 		struct aikrs_tlb_revoke r;
+		volatile uint64_t sink = 0;
 
+		/* This CPU's TLB holds every buffer's translation before the revoke... */
+		for (i = 0; i < (int)n; i++)
+			sink += *b.map[i];
+		(void)sink;
 		err = tlbu_revoke(b.fd, 0, n, flags, &r);
 		ptes += r.ptes;
 		rnds += r.rounds;
+		ipis += r.ipis;
 		atomic_store_explicit(&s->phase, k + 1, memory_order_release);
+		/* ... and must not use it after: generation k + 2 or later, no poison. */
+		for (i = 0; !err && i < (int)n; i++) {
+			uint64_t v = *b.map[i];
+
+			s->self_reads++;
+			if (v == AIKRS_TLB_POISON)
+				s->self_poison++;
+			else if (v >> 32 != (uint64_t)i || (uint32_t)v < k + 2)
+				s->self_stale++;
+		}
 		usleep(2000);
 	}
 	usleep(20000);
@@ -168,10 +186,15 @@ static int stale_check(const char *name, unsigned int n, unsigned int rounds,
 		pthread_join(th[i], NULL);
 	if (pid > 0)
 		waitpid(pid, NULL, 0);
+	/* The revoker's own stale reads count as the readers' do. */
+	atomic_fetch_add(&s->stale, s->self_stale);
+	atomic_fetch_add(&s->poison, s->self_poison);
 	snprintf(why, sizeof(why),
-		 "%lu reads, %lu stale, %lu poisoned, %lu late, %llu ptes cleared, %llu rounds, err %d",
+		 "%lu reads, %lu stale, %lu poisoned, %lu late (revoker: %lu reads, %lu stale, "
+		 "%lu poisoned), %llu ptes cleared, %llu rounds, %llu shootdown IPIs, err %d",
 		 atomic_load(&s->reads), atomic_load(&s->stale), atomic_load(&s->poison),
-		 atomic_load(&s->late), (unsigned long long)ptes, (unsigned long long)rnds, err);
+		 atomic_load(&s->late), s->self_reads, s->self_stale, s->self_poison,
+		 (unsigned long long)ptes, (unsigned long long)rnds, (unsigned long long)ipis, err);
 	printf("# %s: %ld CPUs, %u buffers, %u revokes: %s\n", name, ncpu, n, rounds, why);
 	if (expect_stale)
 		ok = !err && atomic_load(&s->stale) + atomic_load(&s->poison) > 0;
