@@ -11,6 +11,7 @@
 
 pub mod compat;
 pub mod cpu;
+pub mod cpuhp;
 #[cfg(CONFIG_DEBUG_FS)]
 pub mod debugfs;
 #[cfg(CONFIG_DEVICE_PRIVATE)]

@@ -14,13 +14,32 @@
 //!   avoids the cost of saving and restoring the interrupt state on a hot path;
 //! - [`PerCpu::run_on_each_cpu`]: every online CPU's value, each on its own CPU in
 //!   process context (`smp_call_on_cpu`), so never in the middle of one of the above;
-//! - [`PerCpu::get_mut`]: any CPU's value, given `&mut PerCpu` (nobody else can access it).
+//! - [`PerCpu::get_mut`]: any CPU's value, given `&mut PerCpu` (nobody else can access it);
+//! - [`PerCpu::with_dead_cpu`]: the value of a CPU that has gone offline, from a CPU
+//!   hotplug callback ([`crate::aikrs::cpuhp`]), to give back what it cached.
 //!
 //! A per-CPU "busy" flag refuses re-entry (a closure, or an interrupt handler, that asks
 //! for the same CPU's value again gets `None`), so two `&mut T` to one CPU's value never
-//! coexist. The flag is only ever written on its own CPU, with preemption disabled, so a
-//! plain load and store suffice: an interrupt between them runs to completion and leaves
-//! the flag as it found it.
+//! coexist. While a CPU runs code (from before it is marked online until it is dead),
+//! its flag is only written on that CPU, with preemption disabled, so a plain load and
+//! store suffice: an interrupt between them runs to completion and leaves the flag as it
+//! found it. Once the CPU is dead, [`PerCpu::with_dead_cpu`] writes it from the control
+//! CPU of the hotplug operation, while nothing can run on the dead CPU.
+//!
+//! # Who accesses a CPU's value
+//!
+//! - that CPU itself, while it runs code: [`PerCpu::with_local`],
+//!   [`PerCpu::with_local_preempt`] (they take the *current* CPU's value, so only a CPU
+//!   that is running can be reached this way), and the work items of
+//!   [`PerCpu::run_on_each_cpu`], which holds `cpus_read_lock()` throughout;
+//! - the holder of `&mut PerCpu` ([`PerCpu::get_mut`]), which excludes every other access;
+//! - once the CPU is dead, [`PerCpu::with_dead_cpu`], only from a CPU hotplug teardown
+//!   callback of the PREPARE section ([`crate::aikrs::cpuhp`]): it runs on another CPU
+//!   after the CPU has died, with the CPU hotplug lock held for writing until it returns.
+//!   The dead CPU runs nothing and cannot come back before then (bringing it up needs the
+//!   same lock), and `run_on_each_cpu` cannot run meanwhile (it holds the lock for
+//!   reading). A CPU only dies between sections (they run with preemption disabled, and a
+//!   CPU is taken down by its stopper thread), so no `&mut T` handed out on it is left.
 
 use crate::{alloc::Flags, bindings, error::code::ENOMEM, error::Result};
 use core::{
@@ -62,18 +81,24 @@ struct Slot<T> {
 ///
 /// `ptr` is a per-CPU allocation (from `__alloc_percpu_gfp`, zeroed) of one `Slot<T>` per
 /// possible CPU, freed only in `drop`. A CPU's `Slot::busy` is true exactly while a
-/// `&mut T` to its value handed out by `with_local`, `with_local_preempt` or
-/// `run_on_each_cpu` is live, and that only happens on that CPU with preemption (and
-/// possibly interrupts) disabled. No `&mut Slot<T>` is ever formed.
+/// `&mut T` to its value handed out by `with_local`, `with_local_preempt`,
+/// `run_on_each_cpu` or `with_dead_cpu` is live. The first three only hand it out on that
+/// CPU, while it runs, with preemption (and possibly interrupts) disabled;
+/// `with_dead_cpu` only on another CPU, after that CPU has died and while the CPU hotplug
+/// lock is held for writing (so the CPU runs nothing and `run_on_each_cpu`, which holds
+/// the lock for reading, cannot run). No `&mut Slot<T>` is ever formed.
 pub struct PerCpu<T: ZeroInit + Copy> {
     ptr: NonNull<Slot<T>>,
     _p: PhantomData<T>,
 }
 
-// SAFETY: The values are only accessed through `&mut T` on their own CPU with preemption
-// disabled, or through `&mut self`; moving the handle to another thread is fine if `T` is.
+// SAFETY: A value is only accessed through a `&mut T` that is exclusive (type invariants):
+// on its own CPU with preemption disabled, through `&mut self`, or, once its CPU is dead,
+// from the CPU hotplug callback on another CPU. Values thus move between threads and
+// CPUs, which is fine since `T: Send`; the handle itself is a pointer to them.
 unsafe impl<T: ZeroInit + Copy + Send> Send for PerCpu<T> {}
-// SAFETY: Shared access only yields `&mut T` exclusively (see the type invariants).
+// SAFETY: Shared access only yields `&mut T` exclusively (see the type invariants), and
+// `T: Send` covers a dead CPU's value being used from the hotplug callback's thread.
 unsafe impl<T: ZeroInit + Copy + Send> Sync for PerCpu<T> {}
 
 impl<T: ZeroInit + Copy> PerCpu<T> {
@@ -158,14 +183,16 @@ impl<T: ZeroInit + Copy> PerCpu<T> {
         if busy.load(Ordering::Relaxed) {
             return None;
         }
-        // Only this CPU writes its flag, with preemption disabled: an interrupt between
-        // the load and the store runs to completion and leaves the flag false again.
+        // While this CPU runs, only it writes its flag (`with_dead_cpu` only once it is
+        // dead), with preemption disabled: an interrupt between the load and the store
+        // runs to completion and leaves the flag false again.
         // INVARIANT: busy while the `&mut T` below is live.
         busy.store(true, Ordering::Relaxed);
         // Keep the compiler from moving accesses to the value across the flag.
         compiler_fence(Ordering::SeqCst);
-        // SAFETY: The flag was clear and is now set on this CPU, which cannot change:
-        // no other `&mut T` to this value exists (type invariant) until we clear it.
+        // SAFETY: The flag was clear and is now set on this CPU, which cannot change and
+        // is running (so `with_dead_cpu` cannot reach this value): no other `&mut T` to
+        // it exists (type invariant) until we clear it.
         let r = f(unsafe { &mut (*slot).val });
         compiler_fence(Ordering::SeqCst);
         busy.store(false, Ordering::Relaxed);
@@ -181,6 +208,50 @@ impl<T: ZeroInit + Copy> PerCpu<T> {
         // SAFETY: `cpu` is possible, so its slot is valid; `&mut self` excludes every
         // other access for the lifetime of the result.
         Some(unsafe { &mut (*self.slot_of(cpu)).val })
+    }
+
+    /// Runs `f` on the value of a CPU that has gone offline, from the CPU hotplug callback
+    /// that says so ([`crate::aikrs::cpuhp::CpuDead::cpu_dead`]), so that what it cached
+    /// can be given back. Returns `None` (without running `f`) if the CPU is online (it
+    /// cannot be while `cpu` exists) or its value was left in use (impossible: a section
+    /// runs with preemption disabled, and a CPU only dies between sections).
+    ///
+    /// Only the cpuhp module makes a [`DeadCpu`](super::cpuhp::DeadCpu), in the teardown
+    /// of a PREPARE-section state, which runs on another CPU once the CPU is dead, with
+    /// the CPU hotplug lock held for writing until it returns; a `DeadCpu` is neither
+    /// `Send` nor `Sync`, so it stays in that callback. Meanwhile (see the module
+    /// documentation): the dead CPU runs nothing, so no `with_local*` section reaches its
+    /// value; [`PerCpu::run_on_each_cpu`] waits for `cpus_read_lock()`; and `&self`
+    /// excludes [`PerCpu::get_mut`]. The hotplug core's handshake with the dying CPU
+    /// (it waits for the CPU to report itself dead) orders the CPU's last accesses before
+    /// this one.
+    pub fn with_dead_cpu<R>(
+        &self,
+        cpu: &super::cpuhp::DeadCpu,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> Option<R> {
+        let cpu = cpu.cpu();
+        if !super::cpu::cpu_possible(cpu) || super::cpu::cpu_online(cpu) {
+            return None;
+        }
+        let slot = self.slot_of(cpu);
+        // SAFETY: `cpu` is possible, so `slot` is valid (type invariant); `busy` is only
+        // accessed through shared references.
+        let busy = unsafe { &(*slot).busy };
+        if busy.load(Ordering::Acquire) {
+            return None;
+        }
+        // INVARIANT: busy while the `&mut T` below is live. Nothing runs on the dead CPU
+        // and no other access can start before the callback returns (see above), so a
+        // plain store suffices.
+        busy.store(true, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        // SAFETY: `slot` is valid (above). The flag was clear: no `&mut T` to this value
+        // exists, and none can be made elsewhere until we clear it (see above).
+        let r = f(unsafe { &mut (*slot).val });
+        compiler_fence(Ordering::SeqCst);
+        busy.store(false, Ordering::Release);
+        Some(r)
     }
 
     /// Runs `f` on every online CPU's value, one CPU after the other, each on its own CPU
