@@ -6,7 +6,10 @@
 //!   `aikrs-iova-core` (`core/`), where property tests check it against a model;
 //! - [`liveset`]: the set of live cached-size allocations that validates frees (same);
 //! - `rng`: the deterministic generator of the tests and the benchmark (same);
-//! - [`domain`]: the kernel domain: locking, per-CPU magazines, depot, errnos;
+//! - [`domain`]: the kernel domain: locking, per-CPU magazines, depot, errnos, and the
+//!   CPU hotplug state that empties an offline CPU's magazines;
+//! - [`device`]: `/dev/aikrs_iova`, the test device that lets user space allocate and
+//!   free in a domain of its own (the guest's CPU hotplug and lifecycle tests);
 //! - `bench`: the benchmark against iova.c and the demo (`CONFIG_AIKRS_IOVA_BENCH`);
 //! - `tests`: the KUnit suite (`CONFIG_AIKRS_IOVA_KUNIT_TEST`).
 
@@ -24,11 +27,12 @@ mod rng;
 
 #[cfg(CONFIG_AIKRS_IOVA_BENCH)]
 mod bench;
+mod device;
 mod domain;
 #[cfg(CONFIG_AIKRS_IOVA_KUNIT_TEST)]
 mod tests;
 
-use kernel::prelude::*;
+use kernel::{aikrs::miscdev::Registration, prelude::*};
 
 module! {
     type: AikrsIova,
@@ -37,10 +41,14 @@ module! {
     license: "GPL",
 }
 
+// Fields drop in this order: the device (its files are closed by then) and the demo
+// take their domains with them before the hotplug state goes.
 struct AikrsIova {
+    _dev: Registration<device::IovaFile>,
     #[cfg(CONFIG_AIKRS_IOVA_BENCH)]
     _demo: Option<bench::Demo>,
     _planted: PlantedLeak,
+    _hotplug: domain::Hotplug,
 }
 
 /// Negative control of the test command (`scripts/test.sh`): with
@@ -98,11 +106,22 @@ impl Drop for PlantedLeak {
 }
 
 impl kernel::Module for AikrsIova {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        // First: every domain registers with it, the benchmark's included.
+        // SAFETY: It goes into the module struct below (`_hotplug`), which module exit
+        // drops before the module's memory is freed; on an error return it is dropped here,
+        // in init, before the module is freed as well.
+        let hotplug = unsafe { domain::Hotplug::setup()? };
+        let planted = PlantedLeak::new()?;
+        #[cfg(CONFIG_AIKRS_IOVA_BENCH)]
+        let demo = kernel::aikrs::compat::run_boot_mode("iova", bench::run_all, bench::Demo::run);
+        let dev = Registration::register(c"aikrs_iova", device::Dev, module)?;
         Ok(Self {
+            _dev: dev,
             #[cfg(CONFIG_AIKRS_IOVA_BENCH)]
-            _demo: kernel::aikrs::compat::run_boot_mode("iova", bench::run_all, bench::Demo::run),
-            _planted: PlantedLeak::new()?,
+            _demo: demo,
+            _planted: planted,
+            _hotplug: hotplug,
         })
     }
 }

@@ -20,14 +20,21 @@
 //!    cache busy and uses the tree, so no other code touches this CPU's cache);
 //! 2. at most one of: the depot lock, the tree lock.
 //!
-//! No two spinlocks are ever held together; the live set takes no lock at all. Every
-//! spinlock is taken with local interrupts disabled (`cpu::with_irqsave`, as
-//! `spin_lock_irqsave` does), so
-//! [`Domain::alloc`] and [`Domain::free`] may be called from any context, hardirq
-//! included. They never allocate memory and never sleep: all storage (tree nodes,
-//! live-set slots, magazines, depot) is allocated by [`Domain::new`] with the caller's
-//! GFP flags. [`Domain::drain`] and [`Domain::stats`] visit every CPU in process context
-//! ([`PerCpu::run_on_each_cpu`]) and must be called from process context. `spinlock_t` with interrupts disabled is wrong on `PREEMPT_RT`, hence
+//! No two spinlocks are ever held together; the live set takes no lock at all. When a CPU
+//! goes offline, the CPU hotplug callback ([`Hotplug`], [`DomainCore::cpu_dead`]) empties
+//! that CPU's magazines into the tree from another CPU: the dead CPU runs nothing, and
+//! CPU hotplug excludes [`DomainCore::drain`] and [`DomainCore::stats`], so nothing else
+//! touches its cache meanwhile.
+//!
+//! Every spinlock is taken with local interrupts disabled (`cpu::with_irqsave`, as
+//! `spin_lock_irqsave` does), so [`DomainCore::alloc`] and [`DomainCore::free`] may be
+//! called from any context, hardirq included. They never allocate memory and never sleep:
+//! all storage (tree nodes, live-set slots, magazines, depot) is allocated up front by
+//! [`Domain::new`], which sleeps (process context only: it allocates with the caller's
+//! flags, which must allow sleeping, and takes the CPU hotplug lock to register the
+//! domain). [`DomainCore::drain`] and [`DomainCore::stats`] visit every CPU in process
+//! context ([`PerCpu::run_on_each_cpu`]) and must be called from process context.
+//! `spinlock_t` with interrupts disabled is wrong on `PREEMPT_RT`, hence
 //! `depends on !PREEMPT_RT`.
 //!
 //! # Validation
@@ -35,7 +42,7 @@
 //! A range parked in a magazine is still allocated in the tree, so the tree cannot tell
 //! whether a free of a cacheable size is legitimate. Every allocation of a cacheable size
 //! is therefore recorded in a lock-free [`LiveSet`], live while the caller holds it and
-//! *parked* while it sits in a magazine. [`Domain::free`] parks it (one compare-and-swap)
+//! *parked* while it sits in a magazine. [`DomainCore::free`] parks it (one compare-and-swap)
 //! and refuses with `EINVAL` a `(pfn, size)` it does not find live; the magazine keeps
 //! the slot's handle beside the pfn, so an allocation from a magazine makes it live again
 //! with a plain store at that slot (no search, no atomic read-modify-write: only the CPU
@@ -45,9 +52,11 @@
 
 use crate::core_alloc::{self, IovaAllocator, Node};
 use crate::liveset::{self, Handle, LiveSet};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::ops::Deref;
+use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use kernel::aikrs::{
     cpu,
+    cpuhp::{CpuDead, DeadCpu, DeadState, Instance, StateId},
     percpu::{PerCpu, ZeroInit},
 };
 use kernel::alloc::Flags;
@@ -255,7 +264,119 @@ pub(crate) struct DomainStats {
     pub(crate) lost: u64,
 }
 
-/// A large-region IOVA domain: `[start, limit]` in pages of the caller's granule.
+/// A large-region IOVA domain: `[start, limit]` in pages of the caller's granule. Its
+/// state and methods are those of [`DomainCore`] (`Deref`), kept at a fixed address on the
+/// heap so that CPU hotplug can reach it: when a CPU goes offline, the ranges in its
+/// magazines go back to the tree ([`Hotplug`]).
+pub(crate) struct Domain {
+    /// Registered with the module's hotplug state (`None` only under the planted bug of
+    /// [`Hotplug::setup`]). Declared first: unregistered before `inner` is freed.
+    _hotplug: Option<Instance<DomainCore>>,
+    inner: KBox<DomainCore>,
+}
+
+impl Deref for Domain {
+    type Target = DomainCore;
+
+    fn deref(&self) -> &DomainCore {
+        &self.inner
+    }
+}
+
+impl Domain {
+    /// Creates a domain, allocating all its storage with `flags`, and registers it for
+    /// CPU hotplug.
+    ///
+    /// Process context only: it sleeps whatever `flags` says (the registration takes the
+    /// CPU hotplug lock and a mutex, and allocates its small node with `GFP_KERNEL`).
+    /// `flags` must therefore allow sleeping: `GFP_KERNEL`, or `GFP_KERNEL_ACCOUNT` and/or
+    /// `__GFP_NOWARN` for a domain sized by user space (`/dev/aikrs_iova`). Atomic flags
+    /// would not make it callable from atomic context.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for a bad [`Config`] or if the module's [`Hotplug`] state is not set up;
+    /// `ENOMEM`.
+    pub(crate) fn new(cfg: Config, flags: Flags) -> Result<Self> {
+        let inner = KBox::new(DomainCore::new(cfg, flags)?, flags)?;
+        let hotplug = match HOTPLUG_STATE.load(Ordering::Acquire) {
+            NO_STATE => return Err(EINVAL),
+            PLANTED => None,
+            id => {
+                let target: *const DomainCore = &*inner;
+                // SAFETY: `Hotplug::setup` stored `id` from its `DeadState<DomainCore>`,
+                // which the module keeps until exit, after every domain is gone (see
+                // `Hotplug`). The core is boxed (it never moves) and freed only after
+                // the instance, which is declared before it; until then it is only
+                // reached through `Deref` (`&DomainCore`), never mutably borrowed.
+                Some(unsafe { Instance::new(StateId::from_raw(id), target)? })
+            }
+        };
+        Ok(Self {
+            _hotplug: hotplug,
+            inner,
+        })
+    }
+}
+
+/// [`HOTPLUG_STATE`] before [`Hotplug::setup`] and after its drop.
+const NO_STATE: i32 = 0;
+/// [`HOTPLUG_STATE`] under the planted bug: domains do not register.
+const PLANTED: i32 = -1;
+
+/// The number of the module's CPU hotplug state (`StateId::raw`, always positive), or
+/// [`NO_STATE`], or [`PLANTED`].
+static HOTPLUG_STATE: AtomicI32 = AtomicI32::new(NO_STATE);
+
+/// The CPU hotplug state every [`Domain`] registers with: when a CPU goes offline, the
+/// ranges in its magazines go back to the tree (iova.c: `CPUHP_IOMMU_IOVA_DEAD`,
+/// `iova_cpuhp_dead`). Without it they would be out of reach until the CPU comes back:
+/// neither [`DomainCore::drain`] nor an allocation's flush (`flush_local_and_depot`)
+/// visits an offline CPU, so an allocation could fail with `ENOSPC` while free space sits
+/// in a dead CPU's magazines.
+///
+/// Module init sets it up before it creates any domain, and the module drops it at exit,
+/// after the last domain (the benchmark's demo domain and the test device's domains are
+/// gone by then; KUnit suites run between init and exit).
+pub(crate) struct Hotplug {
+    /// `None` under the planted bug.
+    _state: Option<DeadState<DomainCore>>,
+}
+
+impl Hotplug {
+    /// Sets up the state. With `aikrs.planted_bug=iova_hotplug` on the command line it
+    /// does not, on purpose, and domains do not register: a negative control for the
+    /// guest's CPU hotplug test, which must then see `ENOSPC` with ranges left in an
+    /// offline CPU's magazines.
+    ///
+    /// # Safety
+    ///
+    /// The result must be dropped before the module's code and data go away: module init
+    /// keeps it in the module struct, which module exit drops (see [`DeadState::new`]).
+    pub(crate) unsafe fn setup() -> Result<Self> {
+        if kernel::aikrs::compat::cmdline_is("aikrs.planted_bug", "iova_hotplug") {
+            pr_info!("not emptying offline CPUs' magazines, on purpose (aikrs.planted_bug)\n");
+            HOTPLUG_STATE.store(PLANTED, Ordering::Release);
+            return Ok(Self { _state: None });
+        }
+        // SAFETY: The state goes into the returned value, which our caller drops before
+        // the module goes (our contract).
+        let state = unsafe { DeadState::new(c"aikrs/iova:dead")? };
+        HOTPLUG_STATE.store(state.id().raw(), Ordering::Release);
+        Ok(Self {
+            _state: Some(state),
+        })
+    }
+}
+
+impl Drop for Hotplug {
+    fn drop(&mut self) {
+        HOTPLUG_STATE.store(NO_STATE, Ordering::Release);
+        // Then the field removes the state (no instance is left: see above).
+    }
+}
+
+/// The state and operations of a [`Domain`].
 ///
 /// # Invariants
 ///
@@ -264,7 +385,7 @@ pub(crate) struct DomainStats {
 /// every allocation handed to a caller and not yet freed whose size is cacheable is live
 /// in the live set.
 /// `caps[k] <= MAG_SIZE`, and all `caps` are 0 if `limit > liveset::MAX_PFN`.
-pub(crate) struct Domain {
+pub(crate) struct DomainCore {
     start: u64,
     span: u64,
     /// Magazine capacity per order; 0 leaves the order uncached.
@@ -281,9 +402,10 @@ pub(crate) struct Domain {
     cpus: PerCpu<CpuCache>,
 }
 
-impl Domain {
-    /// Creates a domain, allocating all its storage with `flags`.
-    pub(crate) fn new(cfg: Config, flags: Flags) -> Result<Self> {
+impl DomainCore {
+    /// Creates the state of a domain, allocating all its storage with `flags` (see
+    /// [`Domain::new`]).
+    fn new(cfg: Config, flags: Flags) -> Result<Self> {
         if cfg.start > cfg.limit || cfg.max_live == 0 {
             return Err(EINVAL);
         }
@@ -570,7 +692,7 @@ impl Domain {
     /// # Errors
     ///
     /// `EINVAL` if `hi < lo`; `EBUSY` if the range overlaps a live allocation (or one
-    /// parked in a cache: call [`Domain::drain`] first); `ENOMEM` if storage is exhausted.
+    /// parked in a cache: call [`DomainCore::drain`] first); `ENOMEM` if storage is exhausted.
     pub(crate) fn reserve(&self, lo: u64, hi: u64) -> Result {
         cpu::with_irqsave(&self.tree, |t| t.alloc.reserve(lo, hi)).map_err(errno)
     }
@@ -711,5 +833,15 @@ impl Domain {
         st.live = self.live.count() as u64;
         st.parked = self.live.parked() as u64;
         st
+    }
+}
+
+impl CpuDead for DomainCore {
+    /// The dead CPU's magazines go back to the tree (iova.c's `free_cpu_cached_iovas`
+    /// from `iova_cpuhp_dead`): nothing else could reach them until the CPU comes back.
+    /// Runs in process context with CPU hotplug held off; takes the tree lock, nothing
+    /// else (no `cpus_read_lock`: not [`DomainCore::drain`]).
+    fn cpu_dead(&self, cpu: &DeadCpu) {
+        let _ = self.cpus.with_dead_cpu(cpu, |c| self.flush_cache(c));
     }
 }
