@@ -115,6 +115,26 @@ impl Fence {
         r > 0
     }
 
+    /// Waits up to `timeout_ms` milliseconds for the fence to signal, as
+    /// [`Fence::wait_ms`], but a signal to the task ends the wait: for waits on behalf of
+    /// user space (an ioctl), so that the task can be killed. Returns whether the fence
+    /// signalled; `ERESTARTSYS` if a signal is pending (return it from the system call:
+    /// user space sees `EINTR`, or the call is restarted). Sleeps: process context only.
+    pub fn wait_ms_interruptible(&self, timeout_ms: u32) -> Result<bool> {
+        // SAFETY: Converting a duration is always safe.
+        let jiffies = unsafe { bindings::__msecs_to_jiffies(timeout_ms) };
+        let jiffies = jiffies.try_into().unwrap_or(i16::MAX.into());
+        // SAFETY: As in `wait_ms`; `intr` true: the wait ends early with `-ERESTARTSYS`
+        // when a signal is pending.
+        let r = unsafe { bindings::dma_fence_wait_timeout(self.as_raw(), true, jiffies) };
+        match r {
+            r if r > 0 => Ok(true),
+            0 => Ok(false),
+            // `-ERESTARTSYS`, or another error of a fence's own `wait` operation.
+            r => Err(i32::try_from(r).map_or(EINVAL, Error::from_errno)),
+        }
+    }
+
     /// Returns once every callback run by the signal of this (signalled) fence has
     /// returned. Sleeps not, but spins on the fence lock: any context but the fence's own
     /// callbacks.

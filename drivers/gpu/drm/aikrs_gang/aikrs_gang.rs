@@ -10,7 +10,9 @@
 //! - `gang`: the layer over drm_sched that applies the policy, and plain drm_sched
 //!   contexts for comparison;
 //! - `tests`: the KUnit suite (`CONFIG_AIKRS_GANG_KUNIT_TEST`);
-//! - `bench`: the benchmark and demo (`CONFIG_AIKRS_GANG_BENCH`, `aikrs.mode=`).
+//! - `bench`: the benchmark and demo (`CONFIG_AIKRS_GANG_BENCH`, `aikrs.mode=`);
+//! - `device`: `/dev/aikrs_gang`, the test device that runs the benchmark's workload on
+//!   demand (`CONFIG_AIKRS_GANG_BENCH`; the guest's CPU hotplug and lifecycle tests).
 
 #[path = "core/src/policy.rs"]
 #[allow(dead_code, unreachable_pub)]
@@ -18,6 +20,8 @@ mod policy;
 
 #[cfg(CONFIG_AIKRS_GANG_BENCH)]
 mod bench;
+#[cfg(CONFIG_AIKRS_GANG_BENCH)]
+mod device;
 mod gang;
 mod model;
 #[cfg(CONFIG_AIKRS_GANG_KUNIT_TEST)]
@@ -34,12 +38,21 @@ module! {
 
 struct AikrsGang {
     #[cfg(CONFIG_AIKRS_GANG_BENCH)]
+    _dev: kernel::aikrs::miscdev::Registration<device::GangFile>,
+    #[cfg(CONFIG_AIKRS_GANG_BENCH)]
     _demo: Option<bench::Demo>,
 }
 
 impl kernel::Module for AikrsGang {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
+    #[cfg_attr(not(CONFIG_AIKRS_GANG_BENCH), allow(unused_variables))]
+    fn init(module: &'static ThisModule) -> Result<Self> {
         Ok(Self {
+            #[cfg(CONFIG_AIKRS_GANG_BENCH)]
+            _dev: kernel::aikrs::miscdev::Registration::register(
+                c"aikrs_gang",
+                device::Dev,
+                module,
+            )?,
             #[cfg(CONFIG_AIKRS_GANG_BENCH)]
             _demo: kernel::aikrs::compat::run_boot_mode("gang", bench::run_all, bench::Demo::run),
         })

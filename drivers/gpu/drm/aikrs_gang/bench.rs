@@ -21,7 +21,8 @@ use crate::model::{GangTiming, ModelGpu};
 use crate::policy::Class;
 use core::sync::atomic::Ordering;
 use kernel::aikrs::{
-    compat::etimedout, debugfs::Counters, fence::Fence, sched::Priority, timer::msleep,
+    compat::etimedout, cpu::cond_resched_killable, debugfs::Counters, fence::Fence,
+    sched::Priority, timer::msleep,
 };
 use kernel::prelude::*;
 use kernel::sync::Arc;
@@ -54,6 +55,31 @@ impl Rng {
     }
 }
 
+/// Who runs a workload, and so how it waits.
+#[derive(Clone, Copy)]
+enum Caller {
+    /// The benchmark and the demo (module init): every wait as it always was.
+    Bench,
+    /// A command of user space ([`workload`], `/dev/aikrs_gang`): the task can be killed.
+    /// Waits for jobs end on a signal (`ERESTARTSYS`), and each training step, each
+    /// decode and each round of a sleep loop stops with `EINTR` if the task is being
+    /// killed. An early return takes the same way out as a job that timed out: the
+    /// scheduling layer, then the model GPU, are dropped, which fails and frees every
+    /// job left (see `ModelGpu::drop`).
+    User,
+}
+
+impl Caller {
+    /// A point between two pieces of work: for [`Caller::User`], `EINTR` if the task is
+    /// being killed (and a chance to reschedule).
+    fn checkpoint(self) -> Result {
+        match self {
+            Caller::Bench => Ok(()),
+            Caller::User => cond_resched_killable(),
+        }
+    }
+}
+
 /// Which scheduling the run uses.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -76,17 +102,23 @@ fn starts(step: &[Submitted]) -> (i64, i64, i64) {
     (first, last, wait)
 }
 
-fn wait_done(v: &[Submitted]) -> Result {
+/// Waits for every job of `v`, each for up to 10 s (`ETIMEDOUT` if one is not done by
+/// then); for [`Caller::User`], interruptibly.
+fn wait_done(v: &[Submitted], caller: Caller) -> Result {
     for s in v {
-        if !s.done.wait_ms(10_000) {
+        let done = match caller {
+            Caller::Bench => s.done.wait_ms(10_000),
+            Caller::User => s.done.wait_ms_interruptible(10_000)?,
+        };
+        if !done {
             return Err(etimedout());
         }
     }
     Ok(())
 }
 
-fn record(t: &mut Train, step: &[Submitted]) -> Result {
-    wait_done(step)?;
+fn record(t: &mut Train, step: &[Submitted], caller: Caller) -> Result {
+    wait_done(step, caller)?;
     let (first, last, wait) = starts(step);
     t.skew.push(last - first, GFP_KERNEL)?;
     t.wait.push(wait, GFP_KERNEL)?;
@@ -97,6 +129,7 @@ fn train(
     mode: Mode,
     steps: u32,
     seed: u64,
+    caller: Caller,
 ) -> Result<(Train, Arc<ModelGpu>, Option<crate::policy::Stats>)> {
     let gpu = ModelGpu::new(RINGS, CREDITS, PREEMPT_US, 0)?;
     let mut rng = Rng(seed);
@@ -121,6 +154,7 @@ fn train(
     let mut competitors: KVec<Submitted> = KVec::new();
     let mut prev: KVec<Fence> = KVec::new();
     for k in 0..steps as usize {
+        caller.checkpoint()?;
         for _ in 0..COMPETITORS {
             let ring = rng.below(u64::from(RINGS)) as u32;
             let run = 500 + rng.below(2500) as u32;
@@ -162,15 +196,15 @@ fn train(
         // The step submitted AHEAD + 1 steps ago must be done before we go on.
         let slot = &mut window[k % (AHEAD + 1)];
         if let Some(oldest) = slot.take() {
-            record(&mut t, &oldest)?;
+            record(&mut t, &oldest, caller)?;
         }
         *slot = Some(step);
     }
     for step in window.iter().flatten() {
-        record(&mut t, step)?;
+        record(&mut t, step, caller)?;
     }
     t.elapsed_ns = kernel::aikrs::cpu::ktime_ns() - t0;
-    wait_done(&competitors)?;
+    wait_done(&competitors, caller)?;
     let stats = gs.as_ref().map(|g| g.policy_stats());
     Ok((t, gpu, stats))
 }
@@ -188,7 +222,13 @@ fn spec<'a>(ring: u32, run_us: u32, gang: Option<u8>, deps: &'a [Fence]) -> JobS
 }
 
 /// Decode latencies (ns) of one serving run.
-fn serve(mode: Mode, decodes: u32, prefill: bool, seed: u64) -> Result<(KVec<i64>, u64)> {
+fn serve(
+    mode: Mode,
+    decodes: u32,
+    prefill: bool,
+    seed: u64,
+    caller: Caller,
+) -> Result<(KVec<i64>, u64)> {
     let gpu = ModelGpu::new(1, CREDITS, PREEMPT_US, 0)?;
     let mut rng = Rng(seed);
     let mut lat = KVec::with_capacity(decodes as usize, GFP_KERNEL)?;
@@ -205,6 +245,7 @@ fn serve(mode: Mode, decodes: u32, prefill: bool, seed: u64) -> Result<(KVec<i64
     };
     let mut prefills: KVec<Submitted> = KVec::new();
     for _ in 0..decodes {
+        caller.checkpoint()?;
         if prefill {
             let open = prefills.iter().filter(|p| !p.done.is_signaled()).count();
             for _ in open..2 {
@@ -237,11 +278,11 @@ fn serve(mode: Mode, decodes: u32, prefill: bool, seed: u64) -> Result<(KVec<i64
             (_, Some((_, dec))) => dec.submit(0, DECODE_US, &[], None)?,
             _ => return Err(EINVAL),
         };
-        wait_done(core::slice::from_ref(&d))?;
+        wait_done(core::slice::from_ref(&d), caller)?;
         let l = d.info.end_ns.load(Ordering::Relaxed) - d.info.submit_ns.load(Ordering::Relaxed);
         lat.push(l, GFP_KERNEL)?;
     }
-    wait_done(&prefills)?;
+    wait_done(&prefills, caller)?;
     Ok((lat, gpu.stats.preemptions.load(Ordering::Relaxed)))
 }
 
@@ -322,8 +363,8 @@ fn line(name: &str, ours: i64, base: i64) {
 }
 
 fn bench(steps: u32, decodes: u32) -> Result {
-    let (mut ours, gpu_o, st) = train(Mode::Gang, steps, 0x5eed_1234)?;
-    let (mut base, gpu_b, _) = train(Mode::Plain, steps, 0x5eed_1234)?;
+    let (mut ours, gpu_o, st) = train(Mode::Gang, steps, 0x5eed_1234, Caller::Bench)?;
+    let (mut base, gpu_b, _) = train(Mode::Plain, steps, 0x5eed_1234, Caller::Bench)?;
     line(
         "train_skew_p50",
         pct(&mut ours.skew, 50),
@@ -351,9 +392,9 @@ fn bench(steps: u32, decodes: u32) -> Result {
         st.map_or(0, |s| s.claim_holds),
         st.map_or(0, |s| s.preempting_releases),
     );
-    let (mut alone, _) = serve(Mode::Plain, decodes, false, 7)?;
-    let (mut with_gang, pre_o) = serve(Mode::Gang, decodes, true, 7)?;
-    let (mut with_plain, pre_b) = serve(Mode::Plain, decodes, true, 7)?;
+    let (mut alone, _) = serve(Mode::Plain, decodes, false, 7, Caller::Bench)?;
+    let (mut with_gang, pre_o) = serve(Mode::Gang, decodes, true, 7, Caller::Bench)?;
+    let (mut with_plain, pre_b) = serve(Mode::Plain, decodes, true, 7, Caller::Bench)?;
     let (a50, a99) = (pct(&mut alone, 50), pct(&mut alone, 99));
     let (o50, o99) = (pct(&mut with_gang, 50), pct(&mut with_gang, 99));
     let (b50, b99) = (pct(&mut with_plain, 50), pct(&mut with_plain, 99));
@@ -385,6 +426,64 @@ pub(crate) fn run_all() {
     }
 }
 
+/// What [`workload`] did: `[0]` under the gang policy, `[1]` on plain drm_sched entities.
+pub(crate) struct WorkloadReport {
+    /// Training jobs submitted per run.
+    pub(crate) jobs_expected: u64,
+    /// Training jobs that started on an engine.
+    pub(crate) jobs_run: [u64; 2],
+    /// Gangs whose members all started.
+    pub(crate) gangs_started: [u64; 2],
+    /// Jobs drm_sched still held after the training run (waited for up to 5 s).
+    pub(crate) jobs_left: [u64; 2],
+    /// Preemptions while serving under the gang policy.
+    pub(crate) preemptions: u64,
+}
+
+/// The benchmark's workload without its figures (`/dev/aikrs_gang`): `steps` training
+/// steps under the gang policy and on plain entities, then (if `decodes > 0`) `decodes`
+/// serving decodes among prefills both ways. Every job must complete: one that has not
+/// within 10 s fails it with `ETIMEDOUT`. The guest's CPU hotplug test runs it while a
+/// CPU goes offline and online.
+///
+/// Run for user space, so killable ([`Caller::User`]): `ERESTARTSYS` if a signal ends a
+/// wait for a job, `EINTR` if the task is being killed between steps, decodes or sleeps.
+/// The caller bounds `steps` and `decodes`.
+pub(crate) fn workload(steps: u32, decodes: u32) -> Result<WorkloadReport> {
+    let caller = Caller::User;
+    let mut r = WorkloadReport {
+        jobs_expected: u64::from(steps) * u64::from(RINGS + COMPETITORS),
+        jobs_run: [0; 2],
+        gangs_started: [0; 2],
+        jobs_left: [0; 2],
+        preemptions: 0,
+    };
+    for (i, mode) in [Mode::Gang, Mode::Plain].into_iter().enumerate() {
+        // The scheduling layer (its entities) is gone when `train` returns; drm_sched
+        // frees the finished jobs on its own time.
+        let (_, gpu, _) = train(mode, steps, 0x5eed_1234, caller)?;
+        let s = &gpu.stats;
+        let mut left = s.live_jobs.load(Ordering::Acquire);
+        for _ in 0..5000 {
+            if left == 0 {
+                break;
+            }
+            // Killed: `gpu` goes, and its drop frees what is left.
+            caller.checkpoint()?;
+            msleep(1);
+            left = s.live_jobs.load(Ordering::Acquire);
+        }
+        r.jobs_run[i] = s.jobs_run.load(Ordering::Relaxed);
+        r.gangs_started[i] = s.gangs_started.load(Ordering::Relaxed);
+        r.jobs_left[i] = left;
+    }
+    if decodes > 0 {
+        r.preemptions = serve(Mode::Gang, decodes, true, 7, caller)?.1;
+        serve(Mode::Plain, decodes, true, 7, caller)?;
+    }
+    Ok(r)
+}
+
 /// The demo's counters, left in debugfs (`aikrs_gang/demo/`).
 pub(crate) struct Demo {
     _counters: Counters<10>,
@@ -394,8 +493,8 @@ impl Demo {
     /// A few training steps and a prefill/decode mix (`aikrs.mode=demo`).
     pub(crate) fn run() -> Result<Self> {
         let steps = 20;
-        let (mut ours, gpu_o, st) = train(Mode::Gang, steps, 1)?;
-        let (mut base, _, _) = train(Mode::Plain, steps, 1)?;
+        let (mut ours, gpu_o, st) = train(Mode::Gang, steps, 1, Caller::Bench)?;
+        let (mut base, _, _) = train(Mode::Plain, steps, 1, Caller::Bench)?;
         pr_info!(
             "demo: training, {} steps of 8-member gangs on 8 model rings with competing jobs\n",
             steps
@@ -412,9 +511,9 @@ impl Demo {
             Us::new(mean(&ours.wait)).s(),
             Us::new(mean(&base.wait)).s()
         );
-        let (mut alone, _) = serve(Mode::Plain, 20, false, 2)?;
-        let (mut with_gang, pre) = serve(Mode::Gang, 20, true, 2)?;
-        let (mut with_plain, _) = serve(Mode::Plain, 20, true, 2)?;
+        let (mut alone, _) = serve(Mode::Plain, 20, false, 2, Caller::Bench)?;
+        let (mut with_gang, pre) = serve(Mode::Gang, 20, true, 2, Caller::Bench)?;
+        let (mut with_plain, _) = serve(Mode::Plain, 20, true, 2, Caller::Bench)?;
         pr_info!(
             "demo: serving, 20 decodes of {} us among prefills of {} us\n",
             DECODE_US,

@@ -562,6 +562,11 @@ impl Drop for ModelGpu {
             let b = s.backend();
             b.engine.data().kill(b.engine.timer());
         }
+        // Not killable, even when a user's command (`/dev/aikrs_gang`) ends early because
+        // its task is being killed: giving up would leave jobs to `drm_sched_fini`. It is
+        // short all the same: every hardware fence has just been signalled, so drm_sched
+        // frees the jobs as soon as its work items run; the 5 s cap is for a broken
+        // scheduler, not for the workload's length.
         for _ in 0..5000 {
             if self.stats.live_jobs.load(Ordering::Acquire) == 0 {
                 break;
