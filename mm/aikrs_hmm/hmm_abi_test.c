@@ -572,17 +572,33 @@ struct freer {
 	size_t n;
 	int val;
 	atomic_int *stop;
-	long rounds, bad;
+	long rounds, bad, to_dev, to_sys, errors;
 };
 
-/* Moves its buffer to device memory and back: each return frees n device pages. */
+/*
+ * Moves its buffer to device memory and back: each return frees n device pages. A
+ * migration may find no device memory while a RELEASE takes it away (ENOMEM); any
+ * other error counts.
+ */
 static void *free_loop(void *arg)
 {
 	struct freer *f = arg;
 
 	while (!atomic_load(f->stop)) {
-		cmd(f->fd, HMM_DMIRROR_MIGRATE_TO_DEV, (uintptr_t)f->buf, f->out, f->n, NULL);
-		cmd(f->fd, HMM_DMIRROR_MIGRATE_TO_SYS, (uintptr_t)f->buf, f->out, f->n, NULL);
+		struct hmm_dmirror_cmd c = { 0 };
+		int e;
+
+		e = cmd(f->fd, HMM_DMIRROR_MIGRATE_TO_DEV, (uintptr_t)f->buf, f->out, f->n, &c);
+		if (!e)
+			f->to_dev += (long)c.cpages;
+		else if (e != -ENOMEM)
+			f->errors++;
+		c.cpages = 0;
+		e = cmd(f->fd, HMM_DMIRROR_MIGRATE_TO_SYS, (uintptr_t)f->buf, f->out, f->n, &c);
+		if (!e)
+			f->to_sys += (long)c.cpages;
+		else if (e != -ENOMEM)
+			f->errors++;
 		if (!all(f->buf, f->val, f->n * PAGE))
 			f->bad++;
 		f->rounds++;
@@ -595,6 +611,7 @@ struct releaser {
 	uintptr_t addr;
 	atomic_int *stop;
 	long calls, ok, busy, other;
+	atomic_long done;	/* RELEASE calls returned, read by the remappers meanwhile */
 };
 
 /* RELEASEs the device's memory in a loop; counts the answers. */
@@ -606,6 +623,7 @@ static void *release_loop(void *arg)
 		int e = cmd(r->fd, HMM_DMIRROR_RELEASE, r->addr, NULL, 1, NULL);
 
 		r->calls++;
+		r->done++;
 		if (e == 0)
 			r->ok++;
 		else if (e == -EBUSY)
@@ -662,11 +680,14 @@ static void test_release_vs_page_free(void)
 		after++;
 	}
 	ok &= all(buf, 0x5a, n * PAGE);
-	ok &= !f[0].bad && !f[1].bad && !r.other && bad == 0;
-	ok &= f[0].rounds + f[1].rounds > 0 && r.calls > 0;
-	printf("# release_vs_page_free: %ld + %ld migration rounds (%ld + %ld with lost data), "
-	       "%ld RELEASEs (%ld ok, %ld -EBUSY, %ld other), %ld rounds after (%ld failed)\n",
-	       f[0].rounds, f[1].rounds, f[0].bad, f[1].bad, r.calls, r.ok, r.busy, r.other,
+	ok &= !f[0].bad && !f[1].bad && !f[0].errors && !f[1].errors && !r.other && bad == 0;
+	/* Pages went to the device and came back (freed), and RELEASEs completed. */
+	ok &= f[0].to_sys + f[1].to_sys > 0 && f[0].to_dev + f[1].to_dev > 0 && r.ok > 0;
+	printf("# release_vs_page_free: %ld + %ld migration rounds (%ld + %ld pages to the "
+	       "device, %ld + %ld back, %ld + %ld errors, %ld + %ld with lost data), %ld "
+	       "RELEASEs (%ld ok, %ld -EBUSY, %ld other), %ld rounds after (%ld failed)\n",
+	       f[0].rounds, f[1].rounds, f[0].to_dev, f[1].to_dev, f[0].to_sys, f[1].to_sys,
+	       f[0].errors, f[1].errors, f[0].bad, f[1].bad, r.calls, r.ok, r.busy, r.other,
 	       after, bad);
 	for (int i = 0; i < 2; i++) {
 		close(f[i].fd);
@@ -687,6 +708,7 @@ struct remapper {
 	atomic_int *stop;
 	long rounds, on_dev, bad, mmap_err;
 	atomic_long caught;	/* read by the main thread meanwhile */
+	atomic_long *release_done;	/* the releaser's count of RELEASEs returned */
 };
 
 /* The /proc/self/pagemap entry of `addr` (bit 62: a swap-type entry, bits 0-4 its type). */
@@ -713,6 +735,7 @@ static uint64_t pagemap_entry(int fd, const void *addr)
 static void *remap_loop(void *arg)
 {
 	struct remapper *m = arg;
+	long hit = -1;	/* RELEASEs returned before the pagemap read that saw the hit */
 
 	while (!atomic_load(m->stop)) {
 		struct hmm_dmirror_cmd c = { 0 };
@@ -723,6 +746,13 @@ static void *remap_loop(void *arg)
 			m->mmap_err++;
 			break;
 		}
+		/*
+		 * A remap inside an eviction: the RELEASE that was evicting the page
+		 * (no RELEASE returned since before the hit) still ran when it returned.
+		 */
+		if (hit >= 0 && atomic_load(m->release_done) == hit)
+			m->caught++;
+		hit = -1;
 		memset(m->at, m->val, m->n * PAGE);
 		m->rounds++;
 		if (cmd(m->fd, HMM_DMIRROR_MIGRATE_TO_DEV, (uintptr_t)m->at, m->out, m->n, &c) ||
@@ -735,6 +765,8 @@ static void *remap_loop(void *arg)
 		type = PM_SWAP_TYPE(e);
 		/* Up to about 2 s: a RELEASE comes every few hundred ms. */
 		for (long i = 0; i < 200000 && !atomic_load(m->stop); i++) {
+			long d = atomic_load(m->release_done);
+
 			e = pagemap_entry(m->pagemap, m->at);
 			if (!(e & PM_SWAP)) {
 				/* Evicted and mapped again: the data must be there. */
@@ -743,7 +775,7 @@ static void *remap_loop(void *arg)
 				break;
 			}
 			if (PM_SWAP_TYPE(e) != type) {
-				m->caught++;
+				hit = d;
 				break;
 			}
 		}
@@ -788,7 +820,7 @@ static void test_release_vs_munmap(void)
 		m[i] = (struct remapper){ .fd = dev_open(0), .at = g + PAGE,
 					  .pagemap = open("/proc/self/pagemap", O_RDONLY),
 					  .out = map_anon(n * PAGE), .n = n, .val = 0x41 + i,
-					  .stop = &stop };
+					  .stop = &stop, .release_done = &r.done };
 		pthread_create(&th[i], NULL, remap_loop, &m[i]);
 	}
 	r.fd = dev_open(0);
