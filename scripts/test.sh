@@ -82,7 +82,7 @@ for v in $vers; do
 	counted "$v" "$AIK_ROOT/scripts/kunit.sh" "$v"
 	# Our modules: loaded (their KUnit suites run), the guest userspace tests, unloaded,
 	# reloaded, unloaded, kmemleak scans in between.
-	counted "$v" "$AIK_ROOT/scripts/guest.sh" "$v" --mode test --smp 4
+	counted "$v" "$AIK_ROOT/scripts/guest.sh" "$v" --mode test --smp 4 --timeout 1500
 
 	# Negative controls: each must fail its run, for the reason it names.
 	# A failing Rust KUnit case.
