@@ -295,6 +295,11 @@ struct Chunk {
     inflight: AtomicUsize,
     /// Pages of the range handed out and not freed yet (a 2 MiB folio counts 512).
     live: AtomicU64,
+    /// Negative control (`aikrs.planted_bug=hmm_page_free_race`): `page_free` reads
+    /// `removing` before taking `DevMem::free`, as before the fix, and pauses in
+    /// between to widen the window. `hmm_abi_test`'s `release_vs_page_free` must then
+    /// make the kernel report.
+    planted_race: bool,
 }
 
 impl Chunk {
@@ -304,6 +309,10 @@ impl Chunk {
             removing: AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
             live: AtomicU64::new(0),
+            planted_race: kernel::aikrs::compat::cmdline_is(
+                "aikrs.planted_bug",
+                "hmm_page_free_race",
+            ),
         }
     }
 
@@ -377,6 +386,13 @@ impl DevmemOps for Chunk {
         // its compound metadata while free, and `migrate_device_range` would then
         // skip live pages handed out from among them: such pages are retired.)
         if order == 0 || order == HUGE_ORDER {
+            let planted = self.planted_race.then(|| {
+                let removing = self.removing.load(Ordering::Relaxed);
+                for _ in 0..20_000 {
+                    core::hint::spin_loop();
+                }
+                removing
+            });
             let mut free = self.dev.mem.free.lock();
             // Read under `free`, which `Dev::release_chunks` holds while it sets
             // `removing` and empties the free lists: either the page goes on a list
@@ -384,7 +400,7 @@ impl DevmemOps for Chunk {
             // not put back. (Read before taking the lock, a page freed during a release
             // could return to the list after it was emptied, of a range the release then
             // unmaps: the next allocation would hand out a freed `struct page`.)
-            if !self.removing.load(Ordering::Relaxed) {
+            if !planted.unwrap_or_else(|| self.removing.load(Ordering::Relaxed)) {
                 if order == HUGE_ORDER {
                     free.huge.push(pfn);
                 } else {
