@@ -66,10 +66,26 @@ struct reader {
 	int cpu;
 };
 
+enum read_kind { READ_OK, READ_POISON, READ_STALE, READ_LATE };
+
 /*
- * Reads every buffer in turn. The generation after k completed revokes is k + 1; a
- * read begun after seeing phase k must return at least k + 1.
+ * What value `v` read from buffer `i` after seeing phase `k` is. The generation after
+ * k completed revokes is k + 1; a read begun after seeing phase k must return at least
+ * k + 1 (later than k + 2 is not an error: the reader was preempted after loading the
+ * phase).
  */
+static enum read_kind classify(uint64_t v, unsigned int i, unsigned int k)
+{
+	unsigned int gen = (uint32_t)v;
+
+	if (v == AIKRS_TLB_POISON)
+		return READ_POISON;
+	if (v >> 32 != i || gen < k + 1)
+		return READ_STALE;
+	return gen > k + 2 ? READ_LATE : READ_OK;
+}
+
+/* Reads every buffer in turn, counting what each read is (see classify()). */
 static void read_loop(struct shared *s, struct tlbu_bufs *b)
 {
 	unsigned int i;
@@ -77,19 +93,21 @@ static void read_loop(struct shared *s, struct tlbu_bufs *b)
 	while (!atomic_load(&s->stop)) {
 		for (i = 0; i < b->n; i++) {
 			unsigned int k = atomic_load_explicit(&s->phase, memory_order_acquire);
-			uint64_t v = *b->map[i];
-			unsigned int gen = (uint32_t)v;
 
 			atomic_fetch_add_explicit(&s->reads, 1, memory_order_relaxed);
-			if (v == AIKRS_TLB_POISON)
+			switch (classify(*b->map[i], i, k)) {
+			case READ_POISON:
 				atomic_fetch_add(&s->poison, 1);
-			else if (v >> 32 != i)
+				break;
+			case READ_STALE:
 				atomic_fetch_add(&s->stale, 1);
-			else if (gen < k + 1)
-				atomic_fetch_add(&s->stale, 1);
-			else if (gen > k + 2)
-				/* Not an error: the reader was preempted after loading the phase. */
+				break;
+			case READ_LATE:
 				atomic_fetch_add(&s->late, 1);
+				break;
+			case READ_OK:
+				break;
+			}
 		}
 		if (s->sleepy)
 			usleep(300);
@@ -168,15 +186,13 @@ static int stale_check(const char *name, unsigned int n, unsigned int rounds,
 		rnds += r.rounds;
 		ipis += r.ipis;
 		atomic_store_explicit(&s->phase, k + 1, memory_order_release);
-		/* ... and must not use it after: generation k + 2 or later, no poison. */
+		/* ... and must not use it after (phase k + 1: generation k + 2 or later). */
 		for (i = 0; !err && i < (int)n; i++) {
-			uint64_t v = *b.map[i];
+			enum read_kind r = classify(*b.map[i], i, k + 1);
 
 			s->self_reads++;
-			if (v == AIKRS_TLB_POISON)
-				s->self_poison++;
-			else if (v >> 32 != (uint64_t)i || (uint32_t)v < k + 2)
-				s->self_stale++;
+			s->self_poison += r == READ_POISON;
+			s->self_stale += r == READ_STALE;
 		}
 		usleep(2000);
 	}
