@@ -611,8 +611,8 @@ struct releaser {
 	int fd;
 	uintptr_t addr;
 	atomic_int *stop;
-	long calls, ok, busy, other;
-	atomic_long done;	/* RELEASE calls returned, read by the remappers meanwhile */
+	atomic_long calls;	/* RELEASE calls returned, read by the remappers meanwhile */
+	long ok, busy, other;
 };
 
 /* RELEASEs the device's memory in a loop; counts the answers. */
@@ -624,7 +624,6 @@ static void *release_loop(void *arg)
 		int e = cmd(r->fd, HMM_DMIRROR_RELEASE, r->addr, NULL, 1, NULL);
 
 		r->calls++;
-		r->done++;
 		if (e == 0)
 			r->ok++;
 		else if (e == -EBUSY)
@@ -688,7 +687,7 @@ static void test_release_vs_page_free(void)
 	       "device, %ld + %ld back, %ld + %ld errors, %ld + %ld with lost data), %ld "
 	       "RELEASEs (%ld ok, %ld -EBUSY, %ld other), %ld rounds after (%ld failed)\n",
 	       f[0].rounds, f[1].rounds, f[0].to_dev, f[1].to_dev, f[0].to_sys, f[1].to_sys,
-	       f[0].errors, f[1].errors, f[0].bad, f[1].bad, r.calls, r.ok, r.busy, r.other,
+	       f[0].errors, f[1].errors, f[0].bad, f[1].bad, (long)r.calls, r.ok, r.busy, r.other,
 	       after, bad);
 	for (int i = 0; i < 2; i++) {
 		close(f[i].fd);
@@ -821,7 +820,7 @@ static void test_release_vs_munmap(void)
 		m[i] = (struct remapper){ .fd = dev_open(0), .at = g + PAGE,
 					  .pagemap = open("/proc/self/pagemap", O_RDONLY),
 					  .out = map_anon(n * PAGE), .n = n, .val = 0x41 + i,
-					  .stop = &stop, .release_done = &r.done };
+					  .stop = &stop, .release_done = &r.calls };
 		pthread_create(&th[i], NULL, remap_loop, &m[i]);
 	}
 	r.fd = dev_open(0);
@@ -844,7 +843,7 @@ static void test_release_vs_munmap(void)
 	       "%ld + %ld remaps inside an eviction, %ld + %ld with lost data, %ld + %ld mmap "
 	       "errors), %ld RELEASEs (%ld ok, %ld -EBUSY, %ld other)\n", m[0].rounds,
 	       m[1].rounds, m[0].on_dev, m[1].on_dev, (long)m[0].caught, (long)m[1].caught,
-	       m[0].bad, m[1].bad, m[0].mmap_err, m[1].mmap_err, r.calls, r.ok, r.busy, r.other);
+	       m[0].bad, m[1].bad, m[0].mmap_err, m[1].mmap_err, (long)r.calls, r.ok, r.busy, r.other);
 	for (int i = 0; i < 2; i++) {
 		close(m[i].fd);
 		close(m[i].pagemap);
