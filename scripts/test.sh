@@ -22,22 +22,37 @@ add() { # add GROUP PASS FAIL SKIP
 	P[$1]=$((${P[$1]:-0} + $2)); F[$1]=$((${F[$1]:-0} + $3)); S[$1]=$((${S[$1]:-0} + $4))
 	total_p=$((total_p + $2)); total_f=$((total_f + $3)); total_s=$((total_s + $4))
 }
+# What failed, kept for the summary: a CI log shows its tail, and a failure deep in a
+# 50-minute run must not need the whole log to be found.
+failures=()
+recap() { # recap GROUP FILE...: the failing lines of a step's output
+	local l
+	while IFS= read -r l; do
+		failures+=("$1: ${l#"${l%%[! ]*}"}")
+	done < <(cat "${@:2}" | grep -aE '^\s*not ok |^    (guest|kunit) [^ ]+: |^    (kunit|could not|FAIL)|^test .* FAILED$|^error' |
+		cut -c1-300 | head -n 25)
+}
 # Run a step whose last output line is "...: N passed, N failed, N skipped".
 counted() { # counted GROUP CMD...
 	local g=$1 out rc line
 	shift
 	# (Not "tee /dev/stderr": reopening a redirected stderr file truncates it.)
-	local tmp
-	tmp=$(mktemp)
+	local tmp err
+	tmp=$(mktemp) err=$(mktemp)
 	set +e
-	"$@" >"$tmp"
+	# (The braces make the process substitution the shell's own child, so that
+	# "wait $!" waits for tee to have written the last of it.)
+	{ "$@" >"$tmp"; } 2> >(tee "$err" >&2)
 	rc=$?
+	wait $!
 	set -e
 	cat "$tmp" >&2
 	out=$(tail -n1 "$tmp")
-	rm -f "$tmp"
 	line=$(echo "$out" | grep -oE '[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?' || true)
 	if [ -z "$line" ]; then
+		failures+=("$g: $* printed no summary (exit $rc)")
+		recap "$g" "$err" "$tmp"
+		rm -f "$tmp" "$err"
 		add "$g" 0 1 0
 		return
 	fi
@@ -45,13 +60,23 @@ counted() { # counted GROUP CMD...
 	p=$(echo "$line" | awk '{print $1}') f=$(echo "$line" | awk '{print $3}')
 	s=$(echo "$line" | awk '{print $5}')
 	[ "$rc" != 0 ] && [ "$f" = 0 ] && f=1
+	[ "$f" != 0 ] && { failures+=("$g: $out"); recap "$g" "$err" "$tmp"; }
+	rm -f "$tmp" "$err"
 	add "$g" "$p" "$f" "${s:-0}"
 }
 # A check that passes or fails as a whole (a negative control, a build).
 single() { # single GROUP CMD...
-	local g=$1
+	local g=$1 tmp
 	shift
-	if "$@" >&2; then add "$g" 1 0 0; else add "$g" 0 1 0; fi
+	tmp=$(mktemp)
+	if "$@" >"$tmp"; then
+		add "$g" 1 0 0
+	else
+		add "$g" 0 1 0
+		failures+=("$g: FAILED: ${*##*/} -> $(tail -n1 "$tmp" | cut -c1-300)")
+	fi
+	cat "$tmp" >&2
+	rm -f "$tmp"
 }
 
 step "host: cargo test (workspace)"
@@ -74,6 +99,7 @@ for v in $vers; do
 	# One kernel per version: the debug test kernel (bug detectors on, our modules =m).
 	if ! "$AIK_ROOT/scripts/kbuild.sh" "$v" >/dev/null; then
 		note "Linux $v: the test kernel did not build; its tests cannot run"
+		failures+=("$v: the test kernel did not build")
 		add "$v" 0 1 0
 		continue
 	fi
@@ -133,10 +159,12 @@ for v in $vers; do
 			add "$v" 1 0 0
 		else
 			note "FAIL Linux $v tlb negative control: tlb_test failed, but no stale or poisoned value was read with the flush skipped"
+			failures+=("$v: tlb negative control: no stale or poisoned read with the flush skipped")
 			add "$v" 0 1 0
 		fi
 	else
 		cat "$tmp" >&2
+		failures+=("$v: tlb negative control: $(tail -n1 "$tmp" | cut -c1-300)")
 		add "$v" 0 1 0
 	fi
 	rm -f "$tmp"
@@ -150,5 +178,9 @@ for g in host $vers; do
 	[ "$g" != host ] && label="Linux $g"
 	printf '  %-12s %d passed, %d failed, %d skipped\n' "$label:" "${P[$g]}" "${F[$g]}" "${S[$g]}"
 done
+if [ ${#failures[@]} -gt 0 ]; then
+	echo "  what failed:"
+	printf '    %s\n' "${failures[@]:0:60}"
+fi
 echo "$total_p passed, $total_f failed, $total_s skipped"
 [ "$total_f" = 0 ]
