@@ -74,7 +74,7 @@ busybox=$(command -v busybox || true)
 [ -x "$busybox" ] || die "busybox (static) not found: install busybox-static (make setup)"
 cp "$busybox" "$root/bin/busybox"
 for a in sh mount umount cat echo sed grep sleep ls reboot uname head tail wc tr cut dmesg find \
-	insmod rmmod lsmod; do
+	insmod rmmod lsmod date; do
 	ln -s busybox "$root/bin/$a"
 done
 cp "$AIK_ROOT/tools/testing/aikrs/initramfs/init" "$root/init"
