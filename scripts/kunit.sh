@@ -6,7 +6,8 @@
 #
 # Usage: scripts/kunit.sh VER [--filter GLOB] [--attr FILTER] [--append ARGS] [--timeout S]
 #                          [--expect-fail NAME] [--expect-report REGEX]
-#   --attr FILTER   a KUnit attribute filter (kunit.py --filter), e.g. module!=drm_sched_tests
+#   --attr FILTER   a KUnit attribute filter (kunit.py --filter), e.g. speed>slow; the
+#                   cases it leaves out are reported as skipped, not dropped
 #   --expect-fail NAME   negative control: succeed only if kunit.py fails and
 #                        reports the failing case NAME.
 #   --expect-report REGEX  negative control: succeed only if the kernel log holds a
@@ -23,7 +24,7 @@ filter="" attr=() append=() timeout=1200 expect="" expect_report=""
 while [ $# -gt 0 ]; do
 	case $1 in
 	--filter) filter=$2; shift ;;
-	--attr) attr+=(--filter "$2"); shift ;;
+	--attr) attr+=(--filter "$2" --filter_action skip); shift ;;
 	--append) append+=(--kernel_args "$2"); shift ;;
 	--timeout) timeout=$2; shift ;;
 	--expect-fail) expect=$2; shift ;;
