@@ -49,15 +49,6 @@ ALLOW=(
 	# cycle to take ("GPU job took less than expected"): a timing assumption of the
 	# test that QEMU TCG's clock breaks, not a bug of drm_sched.
 	'WARNING: drivers/gpu/drm/scheduler/tests/tests_scheduler.c:501 at drm_sched_client_work'
-	# OPEN (issue 14): Linux 7.3's new invariant check that an unfaulted anonymous vma
-	# has vm_pgoff == vm_start >> PAGE_SHIFT (mm/vma.h assert_sane_pgoff), hit once in
-	# ten 7.3 runs of the HMM fuzzer, whose churn thread mremaps (also with
-	# MREMAP_DONTUNMAP), mprotects and munmaps plain anonymous memory: mprotect ->
-	# vma_modify -> commit_merge -> vma_set_range, no frame of ours, on memory our
-	# driver never touches the vma of. Believed to be an upstream mm ordering gap
-	# (a merge sets the range before the anon_vma is taken over); not yet reproduced
-	# on its own or reported upstream. Tolerated only on 7.3 (the line number pins it).
-	'WARNING: mm/vma.h:277 at vma_set_range'
 )
 
 flat=0
