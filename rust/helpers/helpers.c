@@ -293,9 +293,10 @@ __rust_helper bool rust_helper_aikrs_mmget_not_zero(struct mm_struct *mm)
 	return mmget_not_zero(mm);
 }
 
-__rust_helper void rust_helper_aikrs_mmap_read_lock(struct mm_struct *mm)
+/* 0, or -EINTR if a fatal signal arrived while waiting for the lock. */
+__rust_helper int rust_helper_aikrs_mmap_read_lock_killable(struct mm_struct *mm)
 {
-	mmap_read_lock(mm);
+	return mmap_read_lock_killable(mm);
 }
 
 __rust_helper void rust_helper_aikrs_mmap_read_unlock(struct mm_struct *mm)

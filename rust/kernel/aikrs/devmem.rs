@@ -470,7 +470,9 @@ pub struct MmapReadGuard {
 
 impl MmapReadGuard {
     /// Takes a user reference on `mm` if it still has users, and its `mmap_lock` for
-    /// reading. `EINVAL` if the address space is gone.
+    /// reading. `EINVAL` if the address space is gone; `EINTR` if a fatal signal
+    /// arrived while waiting for the lock (a writer may hold it for long: the caller
+    /// stays killable).
     ///
     /// # Safety
     ///
@@ -482,7 +484,11 @@ impl MmapReadGuard {
             return Err(EINVAL);
         }
         // SAFETY: We are a user now.
-        unsafe { bindings::aikrs_mmap_read_lock(mm) };
+        if unsafe { bindings::aikrs_mmap_read_lock_killable(mm) } != 0 {
+            // SAFETY: The user reference taken above, not used any more.
+            unsafe { bindings::mmput(mm) };
+            return Err(EINTR);
+        }
         Ok(Self { mm })
     }
 

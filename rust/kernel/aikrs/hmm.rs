@@ -311,7 +311,8 @@ impl<T: MirrorOps> Mirror<T> {
     }
 
     /// Takes a user reference on the mirrored address space and its `mmap_lock` for
-    /// reading (for migrations); `EINVAL` if the process is gone.
+    /// reading (for migrations); `EINVAL` if the process is gone, `EINTR` if a fatal
+    /// signal arrived while waiting for the lock.
     #[cfg(CONFIG_DEVICE_PRIVATE)]
     pub fn mmap_read(&self) -> Result<crate::aikrs::devmem::MmapReadGuard> {
         // SAFETY: The notifier keeps the `mm` allocated while inserted (type invariant).
@@ -469,12 +470,16 @@ impl<T: MirrorOps> Mirror<T> {
                 // SAFETY: We hold a user reference on `mm`; `range` describes `pfns`,
                 // which has one entry per page of the range and outlives the call; the
                 // mmap_lock is held for reading around it, as `hmm_range_fault()`
-                // requires.
+                // requires. Waiting for it stays killable (`-EINTR`, returned as is).
                 unsafe {
-                    bindings::aikrs_mmap_read_lock(mm);
-                    let r = bindings::hmm_range_fault(&mut range);
-                    bindings::aikrs_mmap_read_unlock(mm);
-                    r
+                    match bindings::aikrs_mmap_read_lock_killable(mm) {
+                        0 => {
+                            let r = bindings::hmm_range_fault(&mut range);
+                            bindings::aikrs_mmap_read_unlock(mm);
+                            r
+                        }
+                        e => e,
+                    }
                 }
             };
             // The unlocked walk samples the sequence again when it restarts.
