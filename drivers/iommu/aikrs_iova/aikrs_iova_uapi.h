@@ -59,8 +59,8 @@ struct aikrs_iova_stats {
 	__u64 failed;		/* allocations that failed */
 	__u64 bad_frees;	/* frees refused */
 	__u64 cached;		/* ranges in magazines: per-CPU and depot */
-	__u64 live;		/* live-set entries: held by callers or parked in magazines */
-	__u64 parked;		/* of which parked */
+	__u64 live;		/* live-set entries held by callers (cacheable sizes) */
+	__u64 parked;		/* live-set entries parked in magazines */
 	__u64 lost;		/* cached ranges taken out of circulation (0 unless a bug) */
 	__u64 cpu_allocs;	/* allocations of a cacheable size */
 	__u64 cpu_frees;	/* frees of a cacheable size */

@@ -256,9 +256,11 @@ pub(crate) struct DomainStats {
     pub(crate) bad_frees: u64,
     /// Ranges parked in magazines (per-CPU and depot).
     pub(crate) cached: u64,
-    /// Live-set entries: allocations held by callers, and ranges parked in magazines
-    /// (equal to `cached` when nothing runs concurrently).
+    /// Live-set entries held by callers (allocations of a cacheable size handed out
+    /// and not freed).
     pub(crate) live: u64,
+    /// Live-set entries parked in magazines (equal to `cached` when nothing runs
+    /// concurrently).
     pub(crate) parked: u64,
     /// Cached ranges taken out of circulation (0 unless an invariant broke).
     pub(crate) lost: u64,
