@@ -356,6 +356,34 @@ static inline uint64_t fz_bad_addr(uint64_t *s)
 	return fz_bad_addrs[fz_below(s, FZ_ARRAY_SIZE(fz_bad_addrs))];
 }
 
+/*
+ * Where a command's argument block goes, for a fuzz thread whose two pages at `off`
+ * of the views `rw` (writable) and `ro` (the same pages read-only; the second page is
+ * PROT_NONE): 0 the caller's `blk`, 1 a bad address, 2 read-only (a command that
+ * reads it runs, its result cannot be written back), 3 straddling the unmapped page.
+ * Sets `*kind` and returns the pointer to pass.
+ */
+static inline void *fz_place_arg(uint64_t *s, char *rw, char *ro, size_t off, void *blk,
+				 size_t len, int *kind)
+{
+	switch (fz_below(s, 100)) {
+	case 0: case 1: case 2:
+		*kind = 1;
+		return (void *)(uintptr_t)fz_bad_addr(s);
+	case 3: case 4: case 5: case 6:
+		*kind = 2;
+		memcpy(rw + off, blk, len);
+		return ro + off;
+	case 7: case 8:
+		*kind = 3;
+		memcpy(rw + off + FZ_PAGE - len / 2, blk, len / 2);
+		return rw + off + FZ_PAGE - len / 2;
+	default:
+		*kind = 0;
+		return blk;
+	}
+}
+
 /* Page counts, lengths and the like that are too large, wrap, or sit on limits. */
 static inline uint64_t fz_huge_count(uint64_t *s, uint64_t user_end)
 {

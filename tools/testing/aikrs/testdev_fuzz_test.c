@@ -265,25 +265,7 @@ static struct dom dom_of(struct inst *in)
  */
 static void *place_arg(struct ctx *c, void *blk, size_t len, int *kind)
 {
-	uint64_t *s = &c->rng;
-	size_t off = c->idx * 2 * PAGE;
-
-	switch (fz_below(s, 100)) {
-	case 0: case 1: case 2:
-		*kind = 1;
-		return (void *)(uintptr_t)fz_bad_addr(s);
-	case 3: case 4: case 5: case 6:
-		*kind = 2;
-		memcpy(rw_view + off, blk, len);
-		return ro_view + off;
-	case 7: case 8:
-		*kind = 3;
-		memcpy(rw_view + off + PAGE - len / 2, blk, len / 2);
-		return rw_view + off + PAGE - len / 2;
-	default:
-		*kind = 0;
-		return blk;
-	}
+	return fz_place_arg(&c->rng, rw_view, ro_view, c->idx * 2 * PAGE, blk, len, kind);
 }
 
 /* The slot whose file is instance `id` now, or -1. */
