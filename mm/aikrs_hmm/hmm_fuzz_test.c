@@ -103,8 +103,15 @@ enum { P_FUZZ, P_CANARY, P_DFS, NPART };
 #define NFD 4
 #define OUT_SIZE HUGE
 #define CANARY_SIZE (4UL << 20)
-/* Seconds a child may take (its alarm), and the wait for it. */
-#define CHILD_SECS 20
+/*
+ * Seconds a child may take (its alarm), and the wait for it. A child issues up to 27
+ * commands while four threads and other children fuzz the same devices; under TCG
+ * with KASAN a child took more than 20 s in about one run in six (alarm fired with
+ * the child killable, no hung-task report). The alarm is for hangs, which have no end:
+ * 45 s, below the hung-task detector's 120 s; a child that hits it prints its last
+ * command (child_alarm).
+ */
+#define CHILD_SECS 45
 
 static size_t slot_off[NSLOT], slot_len[NSLOT];
 static char *arena;
@@ -396,6 +403,37 @@ static int pick_fd(struct ctx *c, int *si, uint64_t *v)
 }
 
 /* One random command. */
+/*
+ * A child's last command, for its alarm: a child that takes longer than CHILD_SECS
+ * says what it was doing before it dies of the alarm (a finding either way).
+ */
+static char child_last[160];
+static uint64_t child_last_ns;
+static int child_cmds;
+
+static void child_note(int which, unsigned long req, const struct hmm_dmirror_cmd *in)
+{
+	child_cmds++;
+	child_last_ns = fz_now_ns();
+	snprintf(child_last, sizeof(child_last), "%s (req %#lx addr %#llx npages %#llx)",
+		 which < NCMD ? fz_cmds[which].name : "?", req,
+		 (unsigned long long)in->addr, (unsigned long long)in->npages);
+}
+
+static void child_alarm(int sig)
+{
+	char msg[320];
+	int n = snprintf(msg, sizeof(msg),
+			 "# fuzzing child %d: alarm after %d commands; the last, %s, started %llu ms ago\n",
+			 (int)getpid(), child_cmds, child_last[0] ? child_last : "none",
+			 child_last_ns ? (unsigned long long)((fz_now_ns() - child_last_ns) / 1000000) : 0ULL);
+
+	if (n > 0)
+		(void)!write(1, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
 static void fuzz_one(struct ctx *c)
 {
 	static const unsigned char weights[] = {
@@ -486,6 +524,8 @@ static void fuzz_one(struct ctx *c)
 	}
 
 	in = cmd;
+	if (c->idx == X_CHILD)
+		child_note(which, req, &in);
 	ret = ioctl(fd, req, arg);
 	e = ret ? errno : 0;
 	raced = si >= 0 && atomic_load(&fdslot[si]) != v;
@@ -778,6 +818,7 @@ static void child_main(uint64_t rs, pid_t parent)
 	int n = 4 + (int)fz_below(&c.rng, 24);
 
 	fz_child_setup(parent, CHILD_SECS);
+	signal(SIGALRM, child_alarm);
 	if (fz_chance(&c.rng, 50))
 		c.own_fd = open(devs[fz_below(&c.rng, ndev)], O_RDWR);
 	for (int i = 0; i < n; i++) {
