@@ -405,6 +405,30 @@ static void gen_create(uint64_t *s, struct aikrs_iova_create *cr)
 	}
 }
 
+/*
+ * The checks that every IOVA command with an argument block shares, after its result
+ * was counted: on a bad or closed descriptor (si < 0) it must fail with EBADF, and an
+ * unreadable block (kind 1 or 3) must make it fail with EFAULT. Returns 1 if the
+ * command's own checks go on: a good descriptor, no EBADF, and no unreadable block
+ * that failed otherwise.
+ */
+static int iova_block_checks(const char *name, int si, int e, int kind, const char *what)
+{
+	if (si < 0) {
+		if (e != EBADF)
+			fz_finding(P_IOVA, "%s on a bad descriptor: %s", name, what);
+		return 0;
+	}
+	if (e == EBADF)
+		return 0;
+	if ((kind == 1 || kind == 3) && e != EFAULT) {
+		fz_finding(P_IOVA, "%s with an unreadable block did not fail with EFAULT: %s", name,
+			   what);
+		return 0;
+	}
+	return 1;
+}
+
 static void do_create(struct ctx *c)
 {
 	uint64_t *s = &c->rng, v;
@@ -428,18 +452,8 @@ static void do_create(struct ctx *c)
 		 U(cr.start), U(cr.limit), cr.max_live, cr.flags, arg, kind, ret);
 	if (!fz_result(C_CREATE, e, raced, what) || raced)
 		return;
-	if (si < 0) {
-		if (e != EBADF)
-			fz_finding(P_IOVA, "CREATE on a bad descriptor: %s", what);
+	if (!iova_block_checks("CREATE", si, e, kind, what))
 		return;
-	}
-	if (e == EBADF)
-		return;
-	if ((kind == 1 || kind == 3) && e != EFAULT) {
-		fz_finding(P_IOVA, "CREATE with an unreadable block did not fail with EFAULT: %s",
-			   what);
-		return;
-	}
 	if (kind == 1 || kind == 3)
 		return;
 	if (!ret && !valid)
@@ -532,18 +546,8 @@ static void do_alloc(struct ctx *c)
 		 fd, U(in_r.size), U(in_r.limit), arg, kind, ret, U(r.pfn));
 	if (!fz_result(C_ALLOC, e, raced, what) || raced)
 		return;
-	if (si < 0) {
-		if (e != EBADF)
-			fz_finding(P_IOVA, "ALLOC on a bad descriptor: %s", what);
+	if (!iova_block_checks("ALLOC", si, e, kind, what))
 		return;
-	}
-	if (e == EBADF)
-		return;
-	if ((kind == 1 || kind == 3) && e != EFAULT) {
-		fz_finding(P_IOVA, "ALLOC with an unreadable block did not fail with EFAULT: %s",
-			   what);
-		return;
-	}
 	if (!ret && kind == 2) {
 		fz_finding(P_IOVA, "ALLOC with a read-only block succeeded: %s", what);
 		return;
@@ -650,18 +654,8 @@ static void do_free(struct ctx *c)
 		 U(in_r.pfn), U(in_r.size), arg, kind, ret);
 	if (!fz_result(C_FREE, e, raced, what) || raced)
 		return;
-	if (si < 0) {
-		if (e != EBADF)
-			fz_finding(P_IOVA, "FREE on a bad descriptor: %s", what);
+	if (!iova_block_checks("FREE", si, e, kind, what))
 		return;
-	}
-	if (e == EBADF)
-		return;
-	if ((kind == 1 || kind == 3) && e != EFAULT) {
-		fz_finding(P_IOVA, "FREE with an unreadable block did not fail with EFAULT: %s",
-			   what);
-		return;
-	}
 	if (ret)
 		return;
 	atomic_fetch_add(&ts->frees, 1);
