@@ -173,8 +173,13 @@ if [ $krc -gt 1 ] || [ -z "$nrep" ]; then
 	problems+=("the kernel log could not be scanned for detector reports")
 elif [ "$nrep" != 0 ]; then
 	head -n 40 <<<"$reports" | cut -c1-400 >&2
+	# Each report's header and its first lines (a lockdep report names the lock it
+	# was trying to take there): the runner's summary shows these lines, and a CI log
+	# shows only its tail.
 	while read -r h; do problems+=("kernel reported: $h"); done < <(grep '^--- report' <<<"$reports" |
-		sed -E 's/^--- report [0-9]+ \([^)]*\): //; s/ \| .*//' | head -n 5)
+		sed -E 's/^--- report [0-9]+ \([^)]*\): //; s/ \| -+( \||$)/\1/g' |
+		sed -E 's/ \| [0-9][^ ]* #[0-9]+ (Not t|T)ainted[^|]*(\||$)/ \2/; s/ \| Call Trace:.*//' |
+		cut -c1-300 | head -n 5)
 fi
 # The debug kernel's detectors must still be on at the end (lockdep turns itself off
 # after its first report or a taint; kmemleak after an internal error).
