@@ -20,6 +20,9 @@
 //!   it feeds the recorded events to the policy, takes the resulting actions out of the
 //!   records under `state`, and performs them after dropping it (push to drm_sched,
 //!   signal fences, drop fence callbacks, cancel engine jobs), in process context.
+//!   Nothing that owns a fence or a fence callback (a record's `Signaller`, `Waiter`s,
+//!   unpushed job, `JobInfo`) is dropped under `state`: dropping one takes a fence
+//!   lock, which the callbacks hold when they take `state`.
 
 use crate::model::{GangTiming, JobInfo, ModelGpu, RingBackend, SchedJob, HANG};
 use crate::policy::{self, Class, Event, JobId, Policy, Slot, Spec, MAX_BATCH};
@@ -145,15 +148,20 @@ pub(crate) struct GangCounters {
 /// An action decided under the state lock, performed after it.
 enum Act {
     Push(u32, u32, usize, NewJob<RingBackend>, Arc<JobInfo>),
-    /// Signal a job's fence, drop its callbacks and its unpushed drm_sched job.
-    Finish(
-        Option<Signaller>,
-        Result,
-        KVec<Waiter<DepCb>>,
-        Option<Waiter<FinCb>>,
-        Option<NewJob<RingBackend>>,
-    ),
+    /// Signal a job's fence, drop what its record held.
+    Finish(Finish),
     Cancel(Arc<JobInfo>),
+}
+
+/// What a finished job's record held, taken out under the state lock (see
+/// [`Inner::finish_rec`]) and dropped after it.
+struct Finish {
+    done: Option<Signaller>,
+    result: Result,
+    deps: KVec<Waiter<DepCb>>,
+    fin: Option<Waiter<FinCb>>,
+    job: Option<NewJob<RingBackend>>,
+    info: Option<Arc<JobInfo>>,
 }
 
 /// The work item's data: the `Inner` it belongs to.
@@ -269,9 +277,9 @@ impl Inner {
                     let Some(r) = recs.get_mut(id as usize) else {
                         continue;
                     };
-                    let (Some(job), Some(info)) = (r.job.take(), r.info.clone()) else {
-                        continue;
-                    };
+                    // (Both are set together; no job is dropped under the lock.)
+                    let Some(info) = r.info.clone() else { continue };
+                    let Some(job) = r.job.take() else { continue };
                     Act::Push(id, r.gen, r.entity, job, info)
                 }
                 Event::Fail(id) => {
@@ -279,15 +287,7 @@ impl Inner {
                         continue;
                     };
                     counters.failed.fetch_add(1, Ordering::Relaxed);
-                    let act = Act::Finish(
-                        r.done.take(),
-                        Err(ecanceled()),
-                        core::mem::take(&mut r.deps),
-                        r.fin.take(),
-                        r.job.take(),
-                    );
-                    Self::free_rec(r);
-                    act
+                    Self::finish_rec(r, Err(ecanceled()))
                 }
                 Event::Cancel(id) => {
                     let Some(r) = recs.get_mut(id as usize) else {
@@ -305,13 +305,26 @@ impl Inner {
         clear_copy(events);
     }
 
-    /// Forgets a record's job (its slot is free in the policy).
-    fn free_rec(r: &mut Rec) {
+    /// Forgets a record's job (its slot is free in the policy) and returns the action
+    /// that finishes it with `result`. Under the state lock, so nothing is dropped here:
+    /// everything the record owned that refers to a fence (its fence, callbacks,
+    /// unpushed drm_sched job and `JobInfo`, whose last reference owns the hardware
+    /// fence) moves into the action and goes after the lock. Dropping the last
+    /// `JobInfo` here took a fence lock under `state`, the reverse of the order the
+    /// fence callbacks take them in (fence lock, then `state`): lockdep reported the
+    /// cycle.
+    fn finish_rec(r: &mut Rec, result: Result) -> Act {
         r.gen = r.gen.wrapping_add(1);
-        r.job = None;
-        r.info = None;
         r.pending = Pending::default();
         r.cancelled = false;
+        Act::Finish(Finish {
+            done: r.done.take(),
+            result,
+            deps: core::mem::take(&mut r.deps),
+            fin: r.fin.take(),
+            job: r.job.take(),
+            info: r.info.take(),
+        })
     }
 
     /// Feeds recorded fence events to the policy, releases what may go, and performs the
@@ -372,14 +385,8 @@ impl Inner {
                     let ok = ok && !r.cancelled;
                     if policy.finished(slot, ok, &mut emit(events)) {
                         if let Some(r) = recs.get_mut(slot as usize) {
-                            let act = Act::Finish(
-                                r.done.take(),
-                                if ok { Ok(()) } else { Err(ecanceled()) },
-                                core::mem::take(&mut r.deps),
-                                r.fin.take(),
-                                r.job.take(),
-                            );
-                            Self::free_rec(r);
+                            let act =
+                                Self::finish_rec(r, if ok { Ok(()) } else { Err(ecanceled()) });
                             let _ = acts.push(act, GFP_ATOMIC);
                         }
                     }
@@ -422,13 +429,22 @@ impl Inner {
                     _ => self.note(slot, gen, |p| p.finished = Some(false)),
                 }
             }
-            Act::Finish(done, result, deps, fin, job) => {
+            Act::Finish(f) => {
+                let Finish {
+                    done,
+                    result,
+                    deps,
+                    fin,
+                    job,
+                    info,
+                } = f;
                 if let Some(d) = done {
                     d.signal(result);
                 }
                 drop(deps);
                 drop(fin);
                 drop(job);
+                drop(info);
             }
             Act::Cancel(info) => {
                 self.gpu.cancel(&info, ecanceled());
@@ -543,6 +559,16 @@ impl GangSched {
         &self.inner.counters
     }
 
+    /// Runs `f` with the policy held off: fence events are recorded meanwhile but not
+    /// acted on (the work item waits for `f`). For tests that need drm_sched or the
+    /// engines to be done with a job before the policy hears of it. `f` must not submit,
+    /// shut down or drop this scheduler, or wait for a job's `done` fence (the policy
+    /// signals it): each would wait for the policy, which waits for `f`.
+    pub(crate) fn with_policy_held<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _serial = self.inner.push.lock();
+        f()
+    }
+
     pub(crate) fn policy_stats(&self) -> policy::Stats {
         with_irqsave(&self.inner.state, |st| st.policy.stats())
     }
@@ -623,19 +649,23 @@ impl GangSched {
                 .submit(ctx, &pspecs, &mut ids)
                 .map_err(policy_err)?;
             for (i, &id) in ids.iter().take(specs.len()).enumerate() {
+                // The record first (ids are slots, so it exists): a part taken out of
+                // `parts_iter` must not be dropped under the lock.
+                let Some(r) = st.recs.get_mut(id as usize) else {
+                    break;
+                };
                 let Some((job, done, info, eidx)) = parts_iter.next() else {
                     break;
                 };
                 let fence = done.fence();
-                if let Some(r) = st.recs.get_mut(id as usize) {
-                    r.cancelled = false;
-                    r.pending = Pending::default();
-                    r.job = Some(job);
-                    r.done = Some(done);
-                    r.info = Some(info.clone());
-                    r.entity = eidx;
-                    gens[i] = r.gen;
-                }
+                r.cancelled = false;
+                r.pending = Pending::default();
+                r.job = Some(job);
+                r.done = Some(done);
+                r.info = Some(info.clone());
+                r.entity = eidx;
+                gens[i] = r.gen;
+                // Within the capacity reserved above.
                 let _ = out.push(Submitted { done: fence, info }, GFP_ATOMIC);
             }
             Ok(())

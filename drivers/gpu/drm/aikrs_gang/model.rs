@@ -88,6 +88,14 @@ pub(crate) struct JobInfo {
     /// The hardware fence, made with the job (not in `run_job`, which must not
     /// allocate: it is on the fence-signalling path).
     hw: Signaller,
+    /// For the `live_infos` count.
+    stats: Arc<GpuStats>,
+}
+
+impl Drop for JobInfo {
+    fn drop(&mut self) {
+        self.stats.live_infos.fetch_sub(1, Ordering::Release);
+    }
 }
 
 impl JobInfo {
@@ -100,6 +108,10 @@ impl JobInfo {
         preempting: bool,
         gang: Option<Arc<GangTiming>>,
     ) -> Result<Arc<Self>> {
+        let hw = Signaller::new()?;
+        // Counted from here: a value that does not make it into its `Arc` is dropped,
+        // which uncounts it.
+        gpu.stats.live_infos.fetch_add(1, Ordering::Relaxed);
         let now = ktime_ns();
         Ok(Arc::new(
             Self {
@@ -117,7 +129,8 @@ impl JobInfo {
                 start_ns: AtomicI64::new(0),
                 end_ns: AtomicI64::new(0),
                 preemptions: AtomicU32::new(0),
-                hw: Signaller::new()?,
+                hw,
+                stats: gpu.stats.clone(),
             },
             GFP_KERNEL,
         )?)
@@ -136,6 +149,8 @@ pub(crate) struct GpuStats {
     pub(crate) gang_skew_ns_max: AtomicU64,
     /// Jobs drm_sched still owns (pushed, not yet freed).
     pub(crate) live_jobs: AtomicU64,
+    /// `JobInfo`s not yet freed.
+    pub(crate) live_infos: AtomicU64,
 }
 
 /// A job on an engine.

@@ -520,6 +520,65 @@ fn teardown_in_flight(t: &Test) -> Result {
     Ok(())
 }
 
+/// A job whose every other reference is gone when the policy hears that it finished:
+/// the record holds the last reference to its `JobInfo`, which owns its hardware fence,
+/// and dropping that takes the fence's lock. The record used to be dropped under the
+/// state lock, which the fence callbacks take under fence locks (hardware fence ->
+/// drm_sched's finished fence -> `FinCb` -> state): a lock order cycle, which lockdep
+/// reported on a debug kernel (the runners fail the run on it; KUnit cannot see it) once
+/// a user's `RUN` was interrupted with jobs in flight. Made deterministic here: the
+/// policy is held off until drm_sched has freed the job and the submitter has dropped
+/// its handle.
+fn last_reference_at_finish(t: &Test) -> Result {
+    let (gpu, gs) = setup(1, 0)?;
+    // One plain completion first: the callbacks' lock order is then on record.
+    let warm = gs.submit(1, &[spec(0, Class::Normal, 100)])?;
+    aikrs_expect!(t, wait_all(&warm), "a job did not finish");
+    drop(warm);
+    // Long enough on the engine (1 s) that the policy is held before the job ends.
+    let subs = gs.submit(1, &[spec(0, Class::Normal, 1_000_000)])?;
+    let Some(s) = subs.into_iter().next() else {
+        return Err(EINVAL);
+    };
+    let done = s.done.clone();
+    let mut early = false;
+    let freed = gs.with_policy_held(|| {
+        // Finished before we got here: the policy may have dropped the record already,
+        // and the case would check nothing.
+        early = end(&s) != 0;
+        // Only the record's reference is left once drm_sched has freed the job and
+        // the engine has dropped its own after signalling: one `JobInfo` left alive.
+        drop(s);
+        let t0 = ktime_ns();
+        while gpu.stats.live_jobs.load(Ordering::Acquire) != 0
+            || gpu.stats.live_infos.load(Ordering::Acquire) != 1
+        {
+            if ktime_ns() - t0 > i64::from(GUARD_MS) * MS {
+                return false;
+            }
+            msleep(1);
+        }
+        true
+    });
+    aikrs_expect!(t, !early, "the job ended before the policy was held");
+    aikrs_expect!(
+        t,
+        freed,
+        "the record did not end up with the last reference (drm_sched or the engine kept one)"
+    );
+    aikrs_expect!(t, done.wait_ms(GUARD_MS), "the job's fence did not signal");
+    aikrs_expect_eq!(t, done.status(), Some(Ok(())));
+    // The policy drops the record's reference right after it signals the fence.
+    let t0 = ktime_ns();
+    while gpu.stats.live_infos.load(Ordering::Acquire) != 0
+        && ktime_ns() - t0 < i64::from(GUARD_MS) * MS
+    {
+        msleep(1);
+    }
+    aikrs_expect_eq!(t, gpu.stats.live_infos.load(Ordering::Acquire), 0);
+    Ok(())
+}
+
 /// Timeouts that land just as `run_job` returns (issue 14), many times over.
 ///
 /// drm_sched arms the timeout before it calls `run_job`, and its submit worker uses the
@@ -836,6 +895,7 @@ aikrs_kunit_suite!(
         timeout_recovery,
         timeout_race,
         teardown_in_flight,
+        last_reference_at_finish,
         bad_input,
         tracepoints
     ]
