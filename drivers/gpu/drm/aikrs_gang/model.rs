@@ -185,7 +185,8 @@ type ToSignal = Option<(Arc<JobInfo>, Result)>;
 impl EngineState {
     /// Starts the best queued job if idle (highest priority, then oldest).
     fn start_next(&mut self, now: i64, e: &Engine, t: &TimerRef) {
-        if self.running.is_some() {
+        // Killed: queued jobs stay queued until `kill` takes them (and fails them).
+        if self.running.is_some() || self.dead {
             return;
         }
         let mut best: Option<usize> = None;
@@ -351,22 +352,18 @@ impl Engine {
 
     /// Stops everything for good; every job's hardware fence fails with `-ECANCELED`.
     fn kill(&self, t: &TimerRef) {
-        let mut all = KVec::with_capacity(ENGINE_SLOTS + 1, GFP_KERNEL).unwrap_or_default();
-        with_irqsave(&self.state, |st| {
-            st.dead = true;
-            let _ = t.try_cancel();
-            if let Some(r) = st.running.take() {
-                // Capacity is reserved above; if the push still failed, dropping the
-                // `Signaller` would fail its fence all the same.
-                let _ = all.push(r, GFP_ATOMIC);
-            }
-            for q in st.queue.iter_mut() {
-                if let Some(s) = q.take() {
-                    let _ = all.push(s, GFP_ATOMIC);
-                }
-            }
-        });
-        for s in all.into_iter() {
+        // One job per lock hold: nothing allocates under the lock, so no job can be
+        // lost to a failed allocation (its fence would never signal). `dead` keeps new
+        // jobs out and stops `start_next`, so every job here fails with `-ECANCELED`.
+        loop {
+            let s = with_irqsave(&self.state, |st| {
+                st.dead = true;
+                let _ = t.try_cancel();
+                st.running
+                    .take()
+                    .or_else(|| st.queue.iter_mut().find_map(|q| q.take()))
+            });
+            let Some(s) = s else { break };
             self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
             s.info.hw.signal_ref(Err(ecanceled()));
         }
@@ -388,7 +385,13 @@ impl Expired for Engine {
                 st.start_next(now, self, t);
                 return Some((r.info, Ok(())));
             }
-            if st.preempt_at != 0 && now >= st.preempt_at {
+            // There is always a free queue slot (fewer credits than slots); without one
+            // the job runs on rather than being dropped under the lock.
+            let free = st.queue.iter().position(|q| q.is_none());
+            if st.preempt_at != 0 && now >= st.preempt_at && free.is_none() {
+                st.preempt_at = 0;
+            }
+            if let (true, Some(free)) = (st.preempt_at != 0 && now >= st.preempt_at, free) {
                 if run.left != HANG {
                     run.left -= elapsed;
                 }
@@ -397,8 +400,8 @@ impl Expired for Engine {
                 trace::preempt(run.info.ring, run.info.id, elapsed, run.left);
                 let r = st.running.take();
                 st.preempt_at = 0;
-                if let Some(free) = st.queue.iter_mut().find(|q| q.is_none()) {
-                    *free = r;
+                if let Some(q) = st.queue.get_mut(free) {
+                    *q = r;
                 }
                 st.start_next(now, self, t);
                 return None;
