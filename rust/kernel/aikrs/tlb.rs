@@ -30,7 +30,10 @@
 //! a cleared entry is never left without its flush.
 
 use crate::{
-    alloc::{flags::GFP_KERNEL, KBox, KVec},
+    alloc::{
+        flags::{GFP_KERNEL, GFP_NOWAIT},
+        KBox, KVec,
+    },
     bindings,
     error::{code::*, Result},
 };
@@ -181,7 +184,10 @@ impl Batch {
                 GFP_KERNEL,
             )?;
         }
-        let mms = KVec::with_capacity(4, GFP_KERNEL)?;
+        // As many address spaces as ranges: each one `add_user` pins comes with a range
+        // (room is made first), so `mms` need not grow under `i_mmap_rwsem` unless
+        // merging packed several address spaces' ranges into fewer.
+        let mms = KVec::with_capacity(capacity, GFP_KERNEL)?;
         // SAFETY: Allocation; NULL on failure.
         let mmbatch = NonNull::new(unsafe { bindings::aikrs_tlb_mmbatch_alloc() }).ok_or(ENOMEM)?;
         let (ptr, len, _cap) = v.into_raw_parts();
@@ -328,7 +334,11 @@ impl Batch {
             unsafe { bindings::aikrs_tlb_mm_pending_dec(mm) };
         } else {
             // INVARIANT: `mm` enters `mms` with the reference we were handed.
-            self.mms.push(mm, GFP_KERNEL)?;
+            // We run under the mapping's `i_mmap_rwsem`, which reclaim takes (its rmap
+            // walks of file pages): nothing here may enter reclaim. The capacity made
+            // at creation suffices; should it not, a failed push hands the mm back to
+            // the C side, which flushes it at once.
+            self.mms.push(mm, GFP_NOWAIT)?;
         }
         if self
             .plan
@@ -458,7 +468,9 @@ impl Batch {
 /// the C side); 0 if there was no memory for the list and it fell back to
 /// `flush_tlb_all()`.
 fn flush_kernel_pages(ranges: &[Range]) -> u64 {
-    let mut list = KVec::with_capacity(ranges.len() + 1, GFP_KERNEL);
+    // `GFP_NOWAIT`: an early flush may run under a mapping's `i_mmap_rwsem` (see
+    // `add_user`), where reclaim must not be entered.
+    let mut list = KVec::with_capacity(ranges.len() + 1, GFP_NOWAIT);
     let Ok(ref mut list) = list else {
         // No memory for the list: a full flush is always correct.
         // SAFETY: Always safe to call from process context.
