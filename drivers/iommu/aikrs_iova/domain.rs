@@ -498,15 +498,22 @@ impl DomainCore {
         ok
     }
 
+    /// One try at the tree. A failure is not counted here: the caller may retry
+    /// (`alloc` flushes the caches first) and counts the call's failure with
+    /// [`Self::count_failed`] only if that fails too.
     fn tree_alloc(&self, size: u64, limit: u64) -> Result<u64, core_alloc::Error> {
         cpu::with_irqsave(&self.tree, |t| {
             let r = t.alloc.alloc(size, limit);
-            match r {
-                Ok(_) => t.allocs += 1,
-                Err(_) => t.failed += 1,
+            if r.is_ok() {
+                t.allocs += 1;
             }
             r
         })
+    }
+
+    /// Counts an allocation that failed (once per `alloc` call).
+    fn count_failed(&self) {
+        cpu::with_irqsave(&self.tree, |t| t.failed += 1);
     }
 
     /// Returns the ranges of a magazine of order `k` to the tree, dropping their parked
@@ -570,7 +577,10 @@ impl DomainCore {
             return Err(EINVAL);
         }
         let Some((k, _)) = self.cache_order(size) else {
-            return self.tree_alloc(size, limit).map_err(errno);
+            return self.tree_alloc(size, limit).map_err(|e| {
+                self.count_failed();
+                errno(e)
+            });
         };
         // Fast path: this CPU's magazines (or a full one from the depot) and the live set,
         // in one preemption-off section (interrupts stay on: saving and restoring them
@@ -619,9 +629,15 @@ impl DomainCore {
                 // missing (iova.c's `flush_rcache`); other CPUs' caches are only reachable
                 // from process context, see `drain`.
                 self.flush_local_and_depot();
-                self.tree_alloc(size, limit).map_err(errno)?
+                self.tree_alloc(size, limit).map_err(|e| {
+                    self.count_failed();
+                    errno(e)
+                })?
             }
-            Err(e) => return Err(errno(e)),
+            Err(e) => {
+                self.count_failed();
+                return Err(errno(e));
+            }
         };
         if self.record(pfn, k) {
             Ok(pfn)

@@ -664,6 +664,104 @@ fn caches(t: &Test) -> Result {
     Ok(())
 }
 
+/// An allocation the tree cannot serve while the space sits in this CPU's magazines
+/// flushes them and succeeds (as iova.c's `flush_rcache` retry), and counts no failure;
+/// one that fails after the flush counts one. On every CPU, each in a thread bound to it
+/// (a migration between the frees and the allocation would leave the ranges in another
+/// CPU's magazines, which an allocation cannot reach).
+fn flush_and_retry(t: &Test) -> Result {
+    // 16384 pages: a magazine of this domain holds 16 ranges of 4 pages (span / 2^10),
+    // none of 128 pages (see `DomainCore::new`). 127 ranges of 128 pages (from the
+    // tree) and 32 of 4 pages fill it exactly; the 32 freed fill this CPU's two
+    // magazines of that order, and whatever does not fit goes to the depot: cached
+    // either way, and the tree is empty.
+    let (start, limit) = (1u64 << 14, (1u64 << 15) - 1);
+    let ran = AtomicU32::new(0);
+    // A bitmask per step of the CPUs where it went wrong.
+    let not_cached = AtomicU64::new(0);
+    let retry_failed = AtomicU64::new(0);
+    let miscounted = AtomicU64::new(0);
+    let errors = AtomicU64::new(0);
+    // What a CPU where the precondition failed saw.
+    let (seen_cached, seen_free) = (AtomicU64::new(0), AtomicU64::new(0));
+    let work = |cpu: u32| {
+        let bit = 1u64 << (cpu % 64);
+        let step = || -> Result {
+            let d = domain(start, limit, 256, true)?;
+            let mut big = KVec::with_capacity(127, GFP_KERNEL)?;
+            for _ in 0..127 {
+                big.push(d.alloc(128, limit)?, GFP_KERNEL)?;
+            }
+            let mut v = KVec::with_capacity(32, GFP_KERNEL)?;
+            for _ in 0..32 {
+                v.push(d.alloc(4, limit)?, GFP_KERNEL)?;
+            }
+            for &p in v.iter() {
+                d.free(p, 4)?;
+            }
+            let st = d.stats();
+            if st.cached != 32 || st.tree.free_pages != 0 {
+                // The case would check nothing.
+                not_cached.fetch_or(bit, Ordering::Relaxed);
+                seen_cached.store(st.cached, Ordering::Relaxed);
+                seen_free.store(st.tree.free_pages, Ordering::Relaxed);
+                return Ok(());
+            }
+            // Another order: a cache miss, the tree is empty, the flush makes room.
+            let before = st.failed;
+            let Ok(p) = d.alloc(8, limit) else {
+                retry_failed.fetch_or(bit, Ordering::Relaxed);
+                return Ok(());
+            };
+            let no_count = d.stats().failed == before;
+            // 120 pages free now: no 256-page range, flush or not. One failure, counted
+            // once.
+            let full = d.alloc(256, limit) == Err(ENOSPC);
+            if !no_count || !full || d.stats().failed != before + 1 {
+                miscounted.fetch_or(bit, Ordering::Relaxed);
+            }
+            d.free(p, 8)?;
+            for &b in big.iter() {
+                d.free(b, 128)?;
+            }
+            Ok(())
+        };
+        if step().is_err() {
+            errors.fetch_or(bit, Ordering::Relaxed);
+        }
+        ran.fetch_add(1, Ordering::Relaxed);
+    };
+    kthread::run_on_each_online_cpu(&work)?;
+    aikrs_expect_eq!(t, ran.load(Ordering::Relaxed), cpu::num_online_cpus());
+    aikrs_expect_eq!(
+        t,
+        errors.load(Ordering::Relaxed),
+        0,
+        "an unexpected error (CPU mask)"
+    );
+    aikrs_expect!(
+        t,
+        not_cached.load(Ordering::Relaxed) == 0,
+        "the freed ranges did not all stay in the magazines: CPU mask {:#x}, {} cached, {} pages free in the tree",
+        not_cached.load(Ordering::Relaxed),
+        seen_cached.load(Ordering::Relaxed),
+        seen_free.load(Ordering::Relaxed)
+    );
+    aikrs_expect_eq!(
+        t,
+        retry_failed.load(Ordering::Relaxed),
+        0,
+        "ENOSPC while the space sat in this CPU's magazines (CPU mask)"
+    );
+    aikrs_expect_eq!(
+        t,
+        miscounted.load(Ordering::Relaxed),
+        0,
+        "failed allocations miscounted (CPU mask)"
+    );
+    Ok(())
+}
+
 /// Bad arguments get an errno and change nothing.
 fn bad_arguments(t: &Test) -> Result {
     aikrs_expect!(t, domain(10, 9, 16, true).is_err());
@@ -825,5 +923,12 @@ fn stress(t: &Test) -> Result {
 
 aikrs_kunit_suite!(
     aikrs_iova,
-    [functional, equivalence, caches, bad_arguments, stress]
+    [
+        functional,
+        equivalence,
+        caches,
+        flush_and_retry,
+        bad_arguments,
+        stress
+    ]
 );
