@@ -861,5 +861,8 @@ impl CpuDead for DomainCore {
     /// else (no `cpus_read_lock`: not [`DomainCore::drain`]).
     fn cpu_dead(&self, cpu: &DeadCpu) {
         let _ = self.cpus.with_dead_cpu(cpu, |c| self.flush_cache(c));
+        // The core calls this once per domain (one per open file) with the hotplug lock
+        // held for writing: let others run between domains (sleeping is allowed here).
+        cpu::cond_resched();
     }
 }
