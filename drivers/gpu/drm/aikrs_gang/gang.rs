@@ -29,7 +29,7 @@ use crate::policy::{self, Class, Event, JobId, Policy, Slot, Spec, MAX_BATCH};
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use kernel::aikrs::{
     compat::{clear_copy, ecanceled},
-    cpu::{ktime_ns, with_irqsave},
+    cpu::{cond_resched, ktime_ns, with_irqsave},
     fence::{Fence, OnSignal, Signaller, Waiter},
     sched::{Entity, NewJob, Priority},
     timer::{msleep, Run, Work},
@@ -38,6 +38,9 @@ use kernel::aikrs::{
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, Mutex, SpinLock};
 use kernel::{new_mutex, new_spinlock};
+
+/// How long [`GangSched::shutdown`] waits for the jobs in flight to end.
+const SHUTDOWN_WAIT_NS: i64 = 5_000_000_000;
 
 /// The engine priority and drm_sched priority of a class.
 fn class_prio(c: Class) -> (u8, Priority) {
@@ -164,6 +167,40 @@ struct Finish {
     info: Option<Arc<JobInfo>>,
 }
 
+/// The actions of one pass of [`Inner::process`], decided under the state lock and
+/// performed after it. Made once with room for the worst case (a slot yields at most two
+/// actions in one pass: a cancel, then its finish), so a pass never allocates and never
+/// fails; it lives in the `push` mutex, which serialises the passes.
+struct ActBuf {
+    slots: KVVec<Option<Act>>,
+    len: usize,
+}
+
+impl ActBuf {
+    fn new(slots: usize) -> Result<Self> {
+        let cap = 2 * slots + 2;
+        let mut v = KVVec::with_capacity(cap, GFP_KERNEL)?;
+        for _ in 0..cap {
+            v.push(None, GFP_KERNEL)?;
+        }
+        Ok(Self { slots: v, len: 0 })
+    }
+
+    /// Under the state lock: never allocates. Past the capacity (which the bound above
+    /// rules out) the action would be dropped here, under the lock.
+    fn push(&mut self, a: Act) {
+        if let Some(s) = self.slots.get_mut(self.len) {
+            *s = Some(a);
+            self.len += 1;
+        }
+    }
+
+    /// Takes the actions out in order, emptying the buffer.
+    fn take(&mut self, i: usize) -> Option<Act> {
+        self.slots.get_mut(i).and_then(Option::take)
+    }
+}
+
 /// The work item's data: the `Inner` it belongs to.
 struct Kick(AtomicPtr<Inner>);
 
@@ -185,7 +222,8 @@ struct Inner {
     /// `entities[ring * 4 + class]`.
     entities: KVec<Entity<RingBackend>>,
     state: Pin<KBox<SpinLock<State>>>,
-    push: Pin<KBox<Mutex<()>>>,
+    /// Serialises [`Inner::process`] passes; holds their action buffer.
+    push: Pin<KBox<Mutex<ActBuf>>>,
     counters: GangCounters,
     // Declared last: the entities are destroyed before the GPU may go.
     gpu: Arc<ModelGpu>,
@@ -266,7 +304,7 @@ impl Inner {
     fn collect(
         recs: &mut KVec<Rec>,
         events: &mut KVec<Event>,
-        acts: &mut KVec<Act>,
+        acts: &mut ActBuf,
         counters: &GangCounters,
     ) {
         let n = events.len();
@@ -299,8 +337,8 @@ impl Inner {
                     Act::Cancel(info)
                 }
             };
-            // `acts` had room reserved for every slot's action; see `process`.
-            let _ = acts.push(res, GFP_ATOMIC);
+            // `acts` has room for every slot's actions (see `ActBuf`).
+            acts.push(res);
         }
         clear_copy(events);
     }
@@ -330,20 +368,9 @@ impl Inner {
     /// Feeds recorded fence events to the policy, releases what may go, and performs the
     /// actions. Process context; serialised by `push`.
     fn process(&self) {
-        let _serial = self.push.lock();
+        let mut acts = self.push.lock();
         loop {
             if with_irqsave(&self.state, |st| st.closed) {
-                return;
-            }
-            let mut acts = KVec::new();
-            // Room for the worst case: a slot yields at most two actions in one pass (a
-            // cancel, then its finish); a push beyond it would allocate, and a failed one
-            // would drop an action under the lock.
-            let cap = 2 * with_irqsave(&self.state, |st| st.recs.len()) + 2;
-            if acts.reserve(cap, GFP_KERNEL).is_err() {
-                // Try again later rather than lose events.
-                msleep(1);
-                self.work.queue();
                 return;
             }
             let counters = &self.counters;
@@ -387,7 +414,7 @@ impl Inner {
                         if let Some(r) = recs.get_mut(slot as usize) {
                             let act =
                                 Self::finish_rec(r, if ok { Ok(()) } else { Err(ecanceled()) });
-                            let _ = acts.push(act, GFP_ATOMIC);
+                            acts.push(act);
                         }
                     }
                     Self::collect(recs, events, &mut acts, counters);
@@ -398,12 +425,15 @@ impl Inner {
                 }
                 Self::collect(recs, events, &mut acts, counters);
             });
-            if acts.is_empty() {
+            if acts.len == 0 {
                 return;
             }
-            for act in acts.into_iter() {
-                self.act(act);
+            for i in 0..acts.len {
+                if let Some(a) = acts.take(i) {
+                    self.act(a);
+                }
             }
+            acts.len = 0;
         }
     }
 
@@ -544,7 +574,7 @@ impl GangSched {
                 work: Work::new(Kick(AtomicPtr::new(core::ptr::null_mut())))?,
                 entities,
                 state,
-                push: KBox::pin_init(new_mutex!((), "aikrs_gang_push"), GFP_KERNEL)?,
+                push: KBox::pin_init(new_mutex!(ActBuf::new(n)?, "aikrs_gang_push"), GFP_KERNEL)?,
                 counters: GangCounters::default(),
                 gpu,
             },
@@ -727,17 +757,12 @@ impl GangSched {
     }
 
     /// Fails everything not yet finished and waits (up to 5 s) until nothing is in
-    /// flight. Further submissions get `ENODEV`. Process context.
+    /// flight. Further submissions get `ENODEV`. Process context; allocates nothing, so
+    /// it cannot fail.
     pub(crate) fn shutdown(&self) {
         let inner = &self.inner;
-        let mut acts = KVec::new();
-        let cap = 2 * with_irqsave(&inner.state, |st| st.recs.len()) + 2;
-        if acts.reserve(cap, GFP_KERNEL).is_err() {
-            pr_err!("gang shutdown: no memory for the teardown actions\n");
-            return;
-        }
         {
-            let _serial = inner.push.lock();
+            let mut acts = inner.push.lock();
             let counters = &inner.counters;
             with_irqsave(&inner.state, |st| {
                 st.dead = true;
@@ -747,16 +772,21 @@ impl GangSched {
                 });
                 Inner::collect(&mut st.recs, &mut st.events, &mut acts, counters);
             });
+            for i in 0..acts.len {
+                if let Some(a) = acts.take(i) {
+                    inner.act(a);
+                }
+            }
+            acts.len = 0;
         }
-        for a in acts.into_iter() {
-            inner.act(a);
-        }
-        for _ in 0..5000 {
+        // A deadline, not a count of sleeps: `msleep(1)` sleeps two ticks or more.
+        let t0 = ktime_ns();
+        loop {
             inner.process();
             let busy = with_irqsave(&inner.state, |st| {
                 (0..st.policy.rings()).any(|r| st.policy.in_flight(r) != 0)
             });
-            if !busy {
+            if !busy || ktime_ns() - t0 > SHUTDOWN_WAIT_NS {
                 break;
             }
             msleep(1);
@@ -764,26 +794,25 @@ impl GangSched {
         // From here on callbacks note nothing and the work item does nothing.
         with_irqsave(&inner.state, |st| st.closed = true);
         inner.work.cancel_sync();
-        // Drop every remaining callback (they hold references to `inner`), outside the
-        // lock.
-        let mut left = KVec::new();
+        // Drop every remaining callback (they hold references to `inner`), fence and
+        // job, one record per lock hold (nothing to allocate), outside the lock.
         let n = with_irqsave(&inner.state, |st| st.recs.len());
-        if left.reserve(n, GFP_KERNEL).is_err() {
-            pr_err!("gang shutdown: no memory to collect callbacks; leaking them\n");
-            return;
-        }
-        with_irqsave(&inner.state, |st| {
-            for r in st.recs.iter_mut() {
-                let deps = core::mem::take(&mut r.deps);
-                let fin = r.fin.take();
-                let done = r.done.take();
-                let job = r.job.take();
-                if !deps.is_empty() || fin.is_some() || done.is_some() || job.is_some() {
-                    let _ = left.push((deps, fin, done, job), GFP_ATOMIC);
-                }
+        for i in 0..n {
+            let left = with_irqsave(&inner.state, |st| {
+                st.recs.get_mut(i).map(|r| {
+                    (
+                        core::mem::take(&mut r.deps),
+                        r.fin.take(),
+                        r.done.take(),
+                        r.job.take(),
+                    )
+                })
+            });
+            drop(left);
+            if i % 1024 == 1023 {
+                cond_resched();
             }
-        });
-        drop(left);
+        }
     }
 }
 
