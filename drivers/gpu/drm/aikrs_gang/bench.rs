@@ -463,11 +463,10 @@ pub(crate) fn workload(steps: u32, decodes: u32) -> Result<WorkloadReport> {
         // frees the finished jobs on its own time.
         let (_, gpu, _) = train(mode, steps, 0x5eed_1234, caller)?;
         let s = &gpu.stats;
+        // Up to 5 s (a deadline: `msleep(1)` sleeps two ticks or more).
+        let t0 = kernel::aikrs::cpu::ktime_ns();
         let mut left = s.live_jobs.load(Ordering::Acquire);
-        for _ in 0..5000 {
-            if left == 0 {
-                break;
-            }
+        while left != 0 && kernel::aikrs::cpu::ktime_ns() - t0 < 5_000_000_000 {
             // Killed: `gpu` goes, and its drop frees what is left.
             caller.checkpoint()?;
             msleep(1);

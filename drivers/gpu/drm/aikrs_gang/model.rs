@@ -584,11 +584,10 @@ impl Drop for ModelGpu {
         // its task is being killed: giving up would leave jobs to `drm_sched_fini`. It is
         // short all the same: every hardware fence has just been signalled, so drm_sched
         // frees the jobs as soon as its work items run; the 5 s cap is for a broken
-        // scheduler, not for the workload's length.
-        for _ in 0..5000 {
-            if self.stats.live_jobs.load(Ordering::Acquire) == 0 {
-                break;
-            }
+        // scheduler, not for the workload's length. (A deadline: `msleep(1)` sleeps two
+        // ticks or more.)
+        let t0 = ktime_ns();
+        while self.stats.live_jobs.load(Ordering::Acquire) != 0 && ktime_ns() - t0 < 5_000_000_000 {
             msleep(1);
         }
         let left = self.stats.live_jobs.load(Ordering::Acquire);
