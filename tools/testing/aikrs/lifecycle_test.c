@@ -40,6 +40,7 @@
 #include <stdint.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 
 #include "../../../mm/aikrs_hmm/hmm_user.h"
@@ -469,6 +470,51 @@ static void *gang_thread(void *arg)
 	return NULL;
 }
 
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
+
+/*
+ * A RUN under a periodic signal whose handler has SA_RESTART must end with EINTR: a
+ * restarted RUN starts its workload over, so a signal every 20 ms (SIGPROF, a timer)
+ * would keep it from ever finishing. In a child, waited for with a bound: 0 if it
+ * did, -1 otherwise.
+ */
+static int gang_no_restart(int fd)
+{
+	int status;
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		struct sigaction sa = { .sa_handler = on_alarm, .sa_flags = SA_RESTART };
+		struct itimerval it = { { 0, 20000 }, { 0, 20000 } };
+		struct aikrs_gang_run r = { .steps = AIKRS_GANG_MAX_STEPS };
+
+		sigaction(SIGALRM, &sa, NULL);
+		setitimer(ITIMER_REAL, &it, NULL);
+		if (ioctl(fd, AIKRS_GANG_IOC_RUN, &r) == 0)
+			_exit(2);
+		_exit(errno == EINTR ? 0 : 3);
+	}
+	if (!wait_ms(pid, 60000, &status)) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		printf("# run under a periodic SA_RESTART signal: still running after 60 s\n");
+		return -1;
+	}
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		printf("# run under a periodic SA_RESTART signal: %s\n",
+		       !WIFEXITED(status) ? "child killed" :
+		       WEXITSTATUS(status) == 2 ? "succeeded (not interrupted at all)" :
+		       "failed with another error than EINTR");
+		return -1;
+	}
+	return 0;
+}
+
 static int round_gang(int round)
 {
 	const char *name = "aikrs_gang", *node = "/dev/aikrs_gang";
@@ -496,7 +542,8 @@ static int round_gang(int round)
 		    expect_errno(g.fd, AIKRS_GANG_IOC_RUN, &none, EINVAL, "run, no step") ||
 		    expect_errno(g.fd, AIKRS_GANG_IOC_RUN, BAD_PTR, EFAULT, "run, bad pointer") ||
 		    expect_errno(g.fd, _IO(AIKRS_GANG_IOC_MAGIC, 0x7f), NULL, ENOTTY,
-				 "unknown command"))
+				 "unknown command") ||
+		    gang_no_restart(g.fd))
 			goto out;
 	}
 	if (pthread_create(&th, NULL, gang_thread, &g)) {

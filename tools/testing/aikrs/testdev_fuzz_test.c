@@ -192,12 +192,13 @@ static void def_commands(void)
 	 * frees.
 	 *
 	 * drivers/gpu/drm/aikrs_gang/device.rs and aikrs_gang_uapi.h:
-	 * - RUN: EFAULT (62, 78), EINVAL (steps 0 or above MAX_STEPS, decodes above
-	 *   MAX_DECODES: 63-66), EINTR (a signal ends a wait for a job, ERESTARTSYS without
-	 *   SA_RESTART; a task being killed: lines 13-16, bench.rs 449-450), ETIMEDOUT (a
-	 *   job not done within 10 s: the UAPI header), ENOMEM (the workload's allocations,
-	 *   bench::workload, line 68). Not ENOSPC or ENODEV, which gang.rs submit() can
-	 *   return but which the workload's bounded counts never reach: findings.
+	 * - RUN (the "Errors:" paragraph of device.rs): EFAULT, EINVAL (steps 0 or above
+	 *   MAX_STEPS, decodes above MAX_DECODES), EINTR (a signal ends a wait for a job, a
+	 *   task being killed stops; never a restart), ETIMEDOUT (a job not done within
+	 *   10 s), ENOMEM (the workload's allocations). Not EBUSY (more than MAX_RUNS at
+	 *   once: this thread is the guest's only caller), nor ENOSPC or ENODEV, which
+	 *   gang.rs submit() can return but which the workload's bounded counts never
+	 *   reach: findings.
 	 * - unknown numbers: ENOTTY (93).
 	 */
 	fz_def(C_CREATE, P_IOVA, "AIKRS_IOVA_IOC_CREATE", EFAULT, EINVAL, EBUSY, ENOMEM, 0);

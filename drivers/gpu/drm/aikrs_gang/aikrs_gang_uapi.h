@@ -22,10 +22,11 @@
  * drm_sched entities; then `decodes` serving decodes among long prefills on one ring,
  * under the gang policy and on plain entities (0: no serving). Every job must complete:
  * one that has not within 10 s fails the command with ETIMEDOUT. EINVAL for steps 0 or
- * above AIKRS_GANG_MAX_STEPS, or decodes above AIKRS_GANG_MAX_DECODES. A signal may
- * end the command early with EINTR (or restart it, under SA_RESTART or a stop: it then
- * runs again from the start); a task being killed is not held up by it. The out fields
- * are ignored on input.
+ * above AIKRS_GANG_MAX_STEPS, or decodes above AIKRS_GANG_MAX_DECODES. A signal ends
+ * the command early with EINTR (never restarted, SA_RESTART or not: it would start over);
+ * a task being killed is not held up by it. EBUSY while 4 commands run (system-wide),
+ * EFAULT for a block that cannot be read or written, ENOMEM. The out fields are ignored
+ * on input.
  *
  * [0] is the gang-policy run, [1] the plain one. After a successful run,
  * jobs_run[i] == jobs_expected and gangs_started[i] == steps: a job or a gang that never
