@@ -25,6 +25,7 @@ use crate::{
 use core::{
     ffi::{c_int, c_uint, CStr},
     marker::PhantomData,
+    mem::ManuallyDrop,
     pin::Pin,
 };
 
@@ -200,7 +201,8 @@ impl<T: CpuDead> Drop for DeadState<T> {
 /// that dies while this exists. Dropping it unregisters it (and waits for a callback in
 /// progress).
 pub struct Instance<T: CpuDead> {
-    node: Pin<KBox<Node<T>>>,
+    /// Freed by `drop` only once it is off the state's list.
+    node: ManuallyDrop<Pin<KBox<Node<T>>>>,
     state: c_int,
 }
 
@@ -236,7 +238,10 @@ impl<T: CpuDead> Instance<T> {
         if ret != 0 {
             return Err(Error::from_errno(ret));
         }
-        Ok(Self { node, state: id.id })
+        Ok(Self {
+            node: ManuallyDrop::new(node),
+            state: id.id,
+        })
     }
 }
 
@@ -244,8 +249,19 @@ impl<T: CpuDead> Drop for Instance<T> {
     fn drop(&mut self) {
         // SAFETY: Added in `new` (the state still exists: caller's contract). Removal
         // holds off CPU hotplug, so no teardown uses the node once this returns.
-        unsafe {
+        let ret = unsafe {
             bindings::__cpuhp_state_remove_instance(self.state, self.node.hnode.get(), false)
         };
+        if ret != 0 {
+            // Not removed (only if the contract was broken: no such state): the node may
+            // still be on a list, so it is leaked rather than freed.
+            crate::pr_err!(
+                "cpuhp: could not remove an instance ({}); leaking it\n",
+                ret
+            );
+            return;
+        }
+        // SAFETY: Off the list (removal succeeded) and never used again.
+        unsafe { ManuallyDrop::drop(&mut self.node) };
     }
 }

@@ -41,7 +41,12 @@
 //!   reading). A CPU only dies between sections (they run with preemption disabled, and a
 //!   CPU is taken down by its stopper thread), so no `&mut T` handed out on it is left.
 
-use crate::{alloc::Flags, bindings, error::code::ENOMEM, error::Result};
+use crate::{
+    alloc::Flags,
+    bindings,
+    error::code::{EINVAL, ENOMEM},
+    error::Result,
+};
 use core::{
     ffi::{c_int, c_void},
     marker::PhantomData,
@@ -102,8 +107,13 @@ unsafe impl<T: ZeroInit + Copy + Send> Send for PerCpu<T> {}
 unsafe impl<T: ZeroInit + Copy + Send> Sync for PerCpu<T> {}
 
 impl<T: ZeroInit + Copy> PerCpu<T> {
-    /// Allocates a zeroed `T` for every possible CPU.
+    /// Allocates a zeroed `T` for every possible CPU. `EINVAL` if `T` is larger than a
+    /// per-CPU allocation may be (`PCPU_MIN_UNIT_SIZE`, 32 KiB: the allocator refuses
+    /// larger ones with a warning).
     pub fn new(flags: Flags) -> Result<Self> {
+        if core::mem::size_of::<Slot<T>>() > 32 << 10 {
+            return Err(EINVAL);
+        }
         // SAFETY: Any size and power-of-two alignment may be requested; the result is
         // zeroed per-CPU memory or NULL.
         let p = unsafe {
